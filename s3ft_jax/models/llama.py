@@ -1,0 +1,314 @@
+"""The Llama-family decoder (Llama 2/3.x, Mistral, Qwen2) as a flax.nnx module.
+
+Layer weights are stacked along a leading `layers` axis and the forward pass scans over them:
+one compiled layer body instead of N unrolled copies, which keeps compile time flat in depth
+(SmolLM2 has 30 layers) and leaves room for rematerialisation in training. The module holds the
+parameters; the math is in pure functions below, so the sampler and trainer can call them on
+plain pytrees.
+
+Numerics follow transformers: RMSNorm, attention softmax, RoPE and the final logits in float32
+whatever the compute dtype.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from s3ft_jax.models.config import ModelConfig
+from s3ft_jax.models.rope import apply_rope, inverse_frequencies, rope_tables
+from s3ft_jax.sharding import DEFAULT_RULES, ShardingRules
+
+# Large finite negative: a fully masked row (a left-pad query) softmaxes to uniform, not NaN.
+_MASKED = -1e30
+# Stands for "no window": larger than any position difference.
+_FULL_ATTENTION = np.iinfo(np.int32).max
+
+
+def param_logical_axes(cfg: ModelConfig) -> dict[str, tuple[str | None, ...]]:
+    """Our parameter path -> logical axis names, the single source for sharding parameters."""
+    axes: dict[str, tuple[str | None, ...]] = {
+        "embed.embedding": ("vocab", "embed"),
+        "final_norm.scale": ("norm",),
+        "layers.input_norm.scale": ("layers", "norm"),
+        "layers.post_attn_norm.scale": ("layers", "norm"),
+        "layers.q_proj.kernel": ("layers", "embed", "q_heads", "head_dim"),
+        "layers.k_proj.kernel": ("layers", "embed", "kv_heads", "head_dim"),
+        "layers.v_proj.kernel": ("layers", "embed", "kv_heads", "head_dim"),
+        "layers.o_proj.kernel": ("layers", "q_heads", "head_dim", "embed"),
+        "layers.gate_proj.kernel": ("layers", "embed", "mlp"),
+        "layers.up_proj.kernel": ("layers", "embed", "mlp"),
+        "layers.down_proj.kernel": ("layers", "mlp", "embed"),
+    }
+    if cfg.qkv_bias:
+        axes["layers.q_proj.bias"] = ("layers", "q_heads", "head_dim")
+        axes["layers.k_proj.bias"] = ("layers", "kv_heads", "head_dim")
+        axes["layers.v_proj.bias"] = ("layers", "kv_heads", "head_dim")
+    if cfg.o_bias:
+        axes["layers.o_proj.bias"] = ("layers", "embed")
+    if cfg.mlp_bias:
+        for name in ("gate_proj", "up_proj"):
+            axes[f"layers.{name}.bias"] = ("layers", "mlp")
+        axes["layers.down_proj.bias"] = ("layers", "embed")
+    if not cfg.tie_word_embeddings:
+        axes["lm_head.kernel"] = ("embed", "vocab")
+    return axes
+
+
+def param_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    L, D, F = cfg.num_layers, cfg.hidden_size, cfg.intermediate_size
+    H, K, Dh, V = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.vocab_size
+    shapes = {
+        "embed.embedding": (V, D),
+        "final_norm.scale": (D,),
+        "layers.input_norm.scale": (L, D),
+        "layers.post_attn_norm.scale": (L, D),
+        "layers.q_proj.kernel": (L, D, H, Dh),
+        "layers.k_proj.kernel": (L, D, K, Dh),
+        "layers.v_proj.kernel": (L, D, K, Dh),
+        "layers.o_proj.kernel": (L, H, Dh, D),
+        "layers.gate_proj.kernel": (L, D, F),
+        "layers.up_proj.kernel": (L, D, F),
+        "layers.down_proj.kernel": (L, F, D),
+        "layers.q_proj.bias": (L, H, Dh),
+        "layers.k_proj.bias": (L, K, Dh),
+        "layers.v_proj.bias": (L, K, Dh),
+        "layers.o_proj.bias": (L, D),
+        "layers.gate_proj.bias": (L, F),
+        "layers.up_proj.bias": (L, F),
+        "layers.down_proj.bias": (L, D),
+        "lm_head.kernel": (D, V),
+    }
+    return {path: shapes[path] for path in param_logical_axes(cfg)}
+
+
+# ----------------------------------------------------------------------------------------
+# Modules: containers of parameters, built from the two tables above.
+
+
+class _Params(nnx.Module):
+    """A named group of parameters (one projection, one norm)."""
+
+    def __init__(self, arrays: dict[str, jax.Array]):
+        for name, value in arrays.items():
+            setattr(self, name, nnx.Param(value))
+
+
+class LlamaForCausalLM(nnx.Module):
+    """Decoder-only LM. `model(input_ids, attention_mask)` -> float32 logits [B, T, V]."""
+
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        *,
+        param_dtype: Any = jnp.float32,
+        dtype: Any = jnp.float32,
+        rngs: nnx.Rngs | None = None,
+        rules: ShardingRules = DEFAULT_RULES,
+        mesh: jax.sharding.Mesh | None = None,
+    ):
+        self.cfg = cfg
+        self.dtype = jnp.dtype(dtype)
+        self.rules = rules
+        self.mesh = mesh
+        rngs = rngs or nnx.Rngs(0)
+        groups: dict[str, dict[str, jax.Array]] = {}
+        for path, shape in param_shapes(cfg).items():
+            *group, leaf = path.split(".")
+            groups.setdefault(".".join(group), {})[leaf] = _init(rngs, path, shape, param_dtype)
+        self.embed = _Params(groups.pop("embed"))
+        self.final_norm = _Params(groups.pop("final_norm"))
+        if "lm_head" in groups:
+            self.lm_head = _Params(groups.pop("lm_head"))
+        self.layers = nnx.Module()
+        for name, arrays in groups.items():
+            setattr(self.layers, name.removeprefix("layers."), _Params(arrays))
+
+    def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None) -> jax.Array:
+        params = nnx.to_pure_dict(nnx.state(self, nnx.Param))
+        return forward(params, self.spec, input_ids, attention_mask)
+
+    @property
+    def spec(self) -> "ForwardSpec":
+        return ForwardSpec(self.cfg, self.dtype, self.rules, self.mesh)
+
+
+def _init(rngs: nnx.Rngs, path: str, shape: tuple[int, ...], dtype) -> jax.Array:
+    if path.endswith("norm.scale"):
+        return jnp.ones(shape, dtype)
+    if path.endswith(".bias"):
+        return jnp.zeros(shape, dtype)
+    return (0.02 * jax.random.normal(rngs.params(), shape, jnp.float32)).astype(dtype)
+
+
+# ----------------------------------------------------------------------------------------
+# Pure forward pass.
+
+
+@dataclasses.dataclass(frozen=True)
+class ForwardSpec:
+    """Everything static about a forward pass: hashable, so it can be a jit static arg."""
+
+    cfg: ModelConfig
+    dtype: Any = jnp.float32
+    rules: ShardingRules = DEFAULT_RULES
+    mesh: jax.sharding.Mesh | None = None
+
+    def constrain(self, x: jax.Array, *logical: str | None) -> jax.Array:
+        if self.mesh is None:
+            return x
+        return jax.lax.with_sharding_constraint(x, self.rules.named(self.mesh, logical, x.shape))
+
+
+def positions_from_mask(attention_mask: jax.Array) -> jax.Array:
+    """Per-row positions that ignore left padding.
+
+    Example, one row padded by two: mask [0 0 1 1 1] -> positions [0 0 0 1 2]. The pads get
+    position 0 too, harmlessly: they are never attended to.
+    """
+    return jnp.maximum(jnp.cumsum(attention_mask.astype(jnp.int32), axis=-1) - 1, 0)
+
+
+def forward(
+    params: dict,
+    spec: ForwardSpec,
+    input_ids: jax.Array,
+    attention_mask: jax.Array | None = None,
+    positions: jax.Array | None = None,
+) -> jax.Array:
+    """Logits [B, T, V] in float32 for a full (uncached) sequence."""
+    if attention_mask is None:
+        attention_mask = jnp.ones(input_ids.shape, jnp.int32)
+    if positions is None:
+        positions = positions_from_mask(attention_mask)
+    hidden = hidden_states(params, spec, input_ids, positions, attention_mask.astype(bool))
+    return logits_from_hidden(params, spec, hidden)
+
+
+def hidden_states(params: dict, spec: ForwardSpec, input_ids, positions, key_valid) -> jax.Array:
+    """Final-norm hidden states [B, T, D] (before the LM head)."""
+    hidden, _ = _decoder(params, spec, input_ids, positions, key_valid, cache=None, write_index=None)
+    return hidden
+
+
+def init_cache(cfg: ModelConfig, batch: int, length: int, dtype) -> dict:
+    """An empty KV cache: per-layer keys/values plus each slot's position and validity.
+
+    Slots are shared by the whole batch (slot t holds every row's t-th token, pads included),
+    but positions are per row, so rows with different amounts of left padding coexist.
+    """
+    kv_shape = (cfg.num_layers, batch, length, cfg.num_kv_heads, cfg.head_dim)
+    return {
+        "k": jnp.zeros(kv_shape, dtype),
+        "v": jnp.zeros(kv_shape, dtype),
+        "pos": jnp.zeros((batch, length), jnp.int32),
+        "valid": jnp.zeros((batch, length), bool),
+    }
+
+
+def forward_cached(params: dict, spec: ForwardSpec, input_ids, positions, valid, cache: dict, write_index):
+    """Run T new tokens through the model, writing them into cache slots [write_index, +T).
+
+    Returns (hidden [B, T, D] after the final norm, updated cache). Prefill is T = prompt
+    length at write_index 0; each decode step is T = 1.
+    """
+    return _decoder(params, spec, input_ids, positions, valid, cache=cache, write_index=write_index)
+
+
+def _decoder(params, spec: ForwardSpec, input_ids, positions, valid, *, cache, write_index):
+    cfg = spec.cfg
+    x = jnp.take(params["embed"]["embedding"], input_ids, axis=0).astype(spec.dtype)
+    x = spec.constrain(x, "batch", "seq", "act_embed")
+    cos, sin = rope_tables(positions, inverse_frequencies(cfg.rope, cfg.head_dim))
+    windows = jnp.asarray([w or _FULL_ATTENTION for w in cfg.sliding_windows], jnp.int32)
+    if cache is None:
+        k_pos, k_valid = positions, valid
+    else:
+        k_pos = jax.lax.dynamic_update_slice(cache["pos"], positions.astype(jnp.int32), (0, write_index))
+        k_valid = jax.lax.dynamic_update_slice(cache["valid"], valid, (0, write_index))
+
+    def layer(x, scanned):
+        layer_params, window, layer_cache = scanned
+        mask = attention_mask(positions, k_pos, k_valid, window)
+        x, new_kv = decoder_layer(layer_params, spec, x, cos, sin, mask, layer_cache, write_index)
+        return x, new_kv
+
+    layer_caches = None if cache is None else (cache["k"], cache["v"])
+    x, new_kv = jax.lax.scan(layer, x, (params["layers"], windows, layer_caches))
+    hidden = rms_norm(x, params["final_norm"]["scale"], cfg.rms_norm_eps)
+    if cache is None:
+        return hidden, None
+    return hidden, {"k": new_kv[0], "v": new_kv[1], "pos": k_pos, "valid": k_valid}
+
+
+def logits_from_hidden(params: dict, spec: ForwardSpec, hidden: jax.Array) -> jax.Array:
+    if spec.cfg.tie_word_embeddings:
+        head, eq = params["embed"]["embedding"], "btd,vd->btv"
+    else:
+        head, eq = params["lm_head"]["kernel"], "btd,dv->btv"
+    logits = jnp.einsum(eq, hidden, head.astype(hidden.dtype), preferred_element_type=jnp.float32)
+    return spec.constrain(logits, "batch", "seq", "act_vocab")
+
+
+def attention_mask(q_pos, k_pos, k_valid, window) -> jax.Array:
+    """[B, T, S] bool: causal by position, valid keys only, within the sliding window."""
+    diff = q_pos[:, :, None] - k_pos[:, None, :]
+    return k_valid[:, None, :] & (diff >= 0) & (diff < window)
+
+
+def rms_norm(x: jax.Array, scale: jax.Array, eps: float) -> jax.Array:
+    xf = x.astype(jnp.float32)
+    normed = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + eps)
+    return (scale.astype(jnp.float32) * normed).astype(x.dtype)
+
+
+def project(p: dict, x: jax.Array, eq: str) -> jax.Array:
+    """A linear map with optional bias (and, later, LoRA adapters found in `p`)."""
+    y = jnp.einsum(eq, x, p["kernel"].astype(x.dtype))
+    if "bias" in p:
+        y = y + p["bias"].astype(y.dtype)
+    return y
+
+
+def decoder_layer(p: dict, spec: ForwardSpec, x, cos, sin, mask, layer_cache=None, write_index=None):
+    """One block. Without a cache, attends within x; with one, writes k/v then attends to it."""
+    cfg = spec.cfg
+    h = rms_norm(x, p["input_norm"]["scale"], cfg.rms_norm_eps)
+    q = apply_rope(project(p["q_proj"], h, "btd,dhk->bthk"), cos, sin)
+    k = apply_rope(project(p["k_proj"], h, "btd,dhk->bthk"), cos, sin)
+    v = project(p["v_proj"], h, "btd,dhk->bthk")
+    q = spec.constrain(q, "batch", "seq", "act_heads", None)
+    new_kv = None
+    if layer_cache is not None:
+        cache_k, cache_v = layer_cache
+        k = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), (0, write_index, 0, 0))
+        v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, write_index, 0, 0))
+        k = spec.constrain(k, "batch", "seq", "act_kv_heads", None)
+        v = spec.constrain(v, "batch", "seq", "act_kv_heads", None)
+        new_kv = (k, v)
+    attn = attend(q, k.astype(q.dtype), v.astype(q.dtype), mask)
+    x = x + project(p["o_proj"], attn, "bthk,hkd->btd")
+    x = spec.constrain(x, "batch", "seq", "act_embed")
+    h = rms_norm(x, p["post_attn_norm"]["scale"], cfg.rms_norm_eps)
+    gate = project(p["gate_proj"], h, "btd,df->btf")
+    up = project(p["up_proj"], h, "btd,df->btf")
+    x = x + project(p["down_proj"], jax.nn.silu(gate) * up, "btf,fd->btd")
+    return spec.constrain(x, "batch", "seq", "act_embed"), new_kv
+
+
+def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+    """Grouped-query attention. q [B,T,H,Dh], k/v [B,S,K,Dh], mask [B,T,S] -> [B,T,H,Dh]."""
+    B, T, H, Dh = q.shape
+    K = k.shape[2]
+    qg = q.reshape(B, T, K, H // K, Dh)
+    scores = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32)
+    scores = scores * (Dh**-0.5)
+    scores = jnp.where(mask[:, None, None, :, :], scores, _MASKED)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
+    return out.reshape(B, T, H, Dh)

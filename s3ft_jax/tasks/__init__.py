@@ -1,0 +1,1 @@
+"""Tasks: their data, prompts, gold normalisation and judges."""

@@ -1,0 +1,136 @@
+"""Bad checkpoints and bad configs end in one clear error, never a traceback wall."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from s3ft_jax import cli
+from s3ft_jax.errors import ModelError
+from s3ft_jax.models import from_pretrained, save_pretrained
+from s3ft_jax.models.safetensors_io import SafetensorsFile, save_file
+from tests.tiny_models import make_tiny_model, random_batch
+
+
+@pytest.fixture(scope="module")
+def llama_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("llama")
+    make_tiny_model("llama3", path)
+    return path
+
+
+def _copy(src, dst):
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _edit_config(path, **changes):
+    config = json.loads((path / "config.json").read_text())
+    config.update(changes)
+    (path / "config.json").write_text(json.dumps(config))
+
+
+def test_unknown_architecture(llama_dir, tmp_path):
+    bad = _copy(llama_dir, tmp_path / "m")
+    _edit_config(bad, architectures=["GPT2LMHeadModel"], model_type="gpt2")
+    with pytest.raises(ModelError, match="unsupported architecture.*GPT2LMHeadModel"):
+        from_pretrained(bad)
+
+
+def test_unsupported_rope_type(llama_dir, tmp_path):
+    bad = _copy(llama_dir, tmp_path / "m")
+    _edit_config(bad, rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0})
+    with pytest.raises(ModelError, match="unsupported rope type 'yarn'"):
+        from_pretrained(bad)
+
+
+def test_missing_weight_file(llama_dir, tmp_path):
+    bad = _copy(llama_dir, tmp_path / "m")
+    (bad / "model.safetensors").unlink()
+    with pytest.raises(ModelError, match="missing weight file"):
+        from_pretrained(bad)
+
+
+def test_missing_shard_listed_in_index(llama_dir, tmp_path):
+    sharded = save_pretrained(from_pretrained(llama_dir), tmp_path / "sharded", max_shard_bytes=40_000)
+    shards = sorted(sharded.glob("model-*.safetensors"))
+    assert len(shards) > 2 and (sharded / "model.safetensors.index.json").is_file()
+    shards[1].unlink()
+    with pytest.raises(ModelError, match=f"missing weight file .*{shards[1].name}"):
+        from_pretrained(sharded)
+
+
+def test_sharded_checkpoint_loads_like_single(llama_dir, tmp_path):
+    ids, mask = random_batch([40, 30], 40)
+    single = from_pretrained(llama_dir)
+    sharded = from_pretrained(save_pretrained(single, tmp_path / "sharded", max_shard_bytes=40_000))
+    np.testing.assert_array_equal(np.asarray(sharded(ids, mask)), np.asarray(single(ids, mask)))
+
+
+def test_tensor_with_wrong_shape(llama_dir, tmp_path):
+    bad = _copy(llama_dir, tmp_path / "m")
+    weights = SafetensorsFile(bad / "model.safetensors")
+    tensors = {name: np.array(weights.get(name)) for name in weights.keys()}
+    name = "model.layers.1.self_attn.k_proj.weight"
+    tensors[name] = np.zeros((tensors[name].shape[0] + 16, tensors[name].shape[1]), np.float32)
+    del weights
+    save_file(tensors.items(), bad / "model.safetensors")
+    with pytest.raises(ModelError, match=rf"tensor '{name}' has shape \[48, 64\], expected \[32, 64\]"):
+        from_pretrained(bad)
+
+
+def test_missing_tensor(llama_dir, tmp_path):
+    bad = _copy(llama_dir, tmp_path / "m")
+    weights = SafetensorsFile(bad / "model.safetensors")
+    tensors = {n: np.array(weights.get(n)) for n in weights.keys() if n != "model.layers.2.mlp.up_proj.weight"}
+    del weights
+    save_file(tensors.items(), bad / "model.safetensors")
+    with pytest.raises(ModelError, match="lacks tensor 'model.layers.2.mlp.up_proj.weight'"):
+        from_pretrained(bad)
+
+
+def test_truncated_weight_file(llama_dir, tmp_path):
+    bad = _copy(llama_dir, tmp_path / "m")
+    data = (bad / "model.safetensors").read_bytes()
+    (bad / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelError, match="truncated"):
+        from_pretrained(bad)
+
+
+def test_not_a_model_directory(tmp_path):
+    with pytest.raises(ModelError, match="no model directory"):
+        from_pretrained(str(tmp_path / "nothing-here"))
+    with pytest.raises(ModelError, match="no config.json"):
+        from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--config.model.nope=1"], "unknown config key 'config.model.nope'"),
+        (["--config.nope.deeper=1"], "unknown config key 'config.nope.deeper'"),
+        (["--config.mesh.data=abc"], "--config.mesh.data=abc: invalid literal for int()"),
+        (["--config.seed=1.5"], "--config.seed=1.5"),
+        (["--config.model.dtype=int8"], "model.dtype must be float32, bfloat16 or float16"),
+        (["--config=configs/nope.py"], "config file 'configs/nope.py' not found"),
+        (["--config=configs/models.py:gpt5"], "unknown model preset 'gpt5'"),
+        (["positional"], "unexpected argument 'positional'"),
+    ],
+)
+def test_cli_config_errors_are_one_line(capsys, args, message):
+    assert cli.main(["config", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("s3ft: error: ") and message in err
+    assert err.count("\n") == 1, err
+
+
+def test_cli_config_overrides_apply(capsys):
+    assert cli.main(["config", "--config=configs/models.py:qwen2.5-0.5b-instruct", "--config.mesh.tensor=4"]) == 0
+    out = capsys.readouterr().out
+    assert "name: Qwen/Qwen2.5-0.5B-Instruct" in out and "tensor: 4" in out
+
+
+def test_cli_unknown_command(capsys):
+    assert cli.main(["fly"]) == 2
+    assert "unknown command 'fly'" in capsys.readouterr().err

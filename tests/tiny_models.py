@@ -1,0 +1,75 @@
+"""Tiny random Hugging Face checkpoints, one per supported family, built with torch.
+
+Sizes are small but the shapes that catch mistakes are not: grouped-query attention,
+a non-default rope_theta, sequences >= 64 tokens so RoPE errors show.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+VOCAB = 320
+
+_COMMON = dict(
+    vocab_size=VOCAB,
+    hidden_size=64,
+    intermediate_size=96,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=512,
+    rms_norm_eps=1e-5,
+)
+
+FAMILIES = {
+    # Llama 3.x: large theta and the llama3 frequency correction.
+    "llama3": lambda: ("LlamaConfig", dict(
+        rope_theta=500000.0,
+        rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                      "high_freq_factor": 4.0, "original_max_position_embeddings": 32},
+    )),
+    # Mistral with a window shorter than the test sequences, so the window matters.
+    "mistral": lambda: ("MistralConfig", dict(rope_theta=1000000.0, sliding_window=24)),
+    # Qwen2: q/k/v biases; the second and third layers use a sliding window.
+    "qwen2": lambda: ("Qwen2Config", dict(rope_theta=123456.0, use_sliding_window=True, sliding_window=20, max_window_layers=1)),
+    # SmolLM2-like: tied embeddings, explicit head_dim, attention bias on all projections.
+    "llama_tied": lambda: ("LlamaConfig", dict(rope_theta=100000.0, tie_word_embeddings=True, head_dim=16, attention_bias=True)),
+}
+
+
+def make_tiny_model(family: str, out_dir: Path, seed: int = 0):
+    """Save a random tiny model of `family` into out_dir and return the torch model (eval)."""
+    import torch
+    import transformers
+
+    config_cls, extra = FAMILIES[family]()
+    config = getattr(transformers, config_cls)(**{**_COMMON, **extra})
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForCausalLM.from_config(config).eval()
+    # Random init puts biases at zero and norms at one; perturb them so they are tested.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or "norm" in name:
+                p.add_(0.1 * torch.randn_like(p))
+    model.save_pretrained(out_dir)
+    return model
+
+
+def random_batch(lengths, seq_len, seed=0):
+    """Left-padded ids and mask: row i has lengths[i] real tokens at the end."""
+    rng = np.random.RandomState(seed)
+    ids = np.zeros((len(lengths), seq_len), np.int32)
+    mask = np.zeros((len(lengths), seq_len), np.int32)
+    for i, n in enumerate(lengths):
+        ids[i, seq_len - n:] = rng.randint(3, VOCAB, n)
+        mask[i, seq_len - n:] = 1
+    return ids, mask
+
+
+def torch_logits(model, ids_row) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return model(torch.tensor(np.asarray(ids_row)[None], dtype=torch.long)).logits[0].float().numpy()
