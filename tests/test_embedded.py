@@ -16,6 +16,7 @@ import pytest
 import regex
 
 from s3ft_jax.errors import ModelError
+from s3ft_jax.models import from_pretrained
 from s3ft_jax.models import embedded
 from s3ft_jax.models.embedded import (
     EmbeddedModel,
@@ -25,14 +26,14 @@ from s3ft_jax.models.embedded import (
     is_embedded,
 )
 
+from tests.conftest import shared_data_dir
+
 NAME = "smollm2-135m-instruct"
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory) -> Path:
-    home = tmp_path_factory.mktemp("s3ft_home")
-    ensure_embedded_model(NAME, home=home)
-    return home
+def home(embedded_home) -> Path:
+    return embedded_home
 
 
 @pytest.fixture
@@ -43,10 +44,7 @@ def model_dir(home) -> Path:
 
 
 def _gsm8k_questions() -> list[str]:
-    root = Path(os.environ.get("S3FT_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
-    path = root / "gsm8k" / "test.jsonl"
-    if not path.is_file():
-        pytest.skip(f"GSM8K test set not found at {path}")
+    path = shared_data_dir() / "gsm8k" / "test.jsonl"
     return [json.loads(line)["question"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
@@ -179,12 +177,13 @@ def test_config(model_dir):
 
 
 def test_logits_match_transformers_gguf_loader(model_dir):
-    torch = pytest.importorskip("torch")
+    # Reference: transformers' own GGUF loading (its dequantization and Q/K un-permutation).
+    # Ours: the JAX model on the converted directory, the three chats batched with left padding.
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = find_gguf(NAME)
     theirs = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
-    ours = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     tok = AutoTokenizer.from_pretrained(model_dir)
     chats = [
         [{"role": "user", "content": "Natalia sold clips to 48 of her friends in April. How many in May?"}],
@@ -195,12 +194,19 @@ def test_logits_match_transformers_gguf_loader(model_dir):
             {"role": "user", "content": "And a larger one?"},
         ],
     ]
+    prompts = [tok.apply_chat_template(chat, add_generation_prompt=True, return_dict=False) for chat in chats]
+    width = max(len(p) for p in prompts)
+    ids = np.zeros((len(prompts), width), np.int32)
+    mask = np.zeros((len(prompts), width), np.int32)
+    for row, p in enumerate(prompts):
+        ids[row, width - len(p):], mask[row, width - len(p):] = p, 1
+    ours = np.asarray(from_pretrained(model_dir)(ids, mask))
     worst = 0.0
     with torch.no_grad():
-        for chat in chats:
-            ids = tok.apply_chat_template(chat, add_generation_prompt=True, return_dict=False)
-            x = torch.tensor([ids])
-            worst = max(worst, (ours(x).logits - theirs(x).logits).abs().max().item())
+        for row, p in enumerate(prompts):
+            ref = theirs(torch.tensor([p])).logits[0].numpy()
+            worst = max(worst, float(np.abs(ours[row, width - len(p):] - ref).max()))
+    print(f"embedded model: max |logit diff| vs transformers' GGUF loader = {worst:.2e}")
     assert worst <= 1e-3
 
 
@@ -217,23 +223,29 @@ def test_cache_is_reused(model_dir, home, caplog):
     assert not [r for r in caplog.records if "building" in r.getMessage()]
 
 
-@pytest.mark.parametrize("damage", ["flip_weight_bytes", "delete_tokenizer"])
-def test_corrupt_cache_is_rebuilt(model_dir, home, damage, caplog):
+def test_corrupt_cache_is_rebuilt(model_dir, home, caplog):
     good = _manifest(model_dir)
-    if damage == "flip_weight_bytes":  # same size: only the sha256 can notice
-        with open(model_dir / "model.safetensors", "r+b") as f:
-            f.seek(-1000, os.SEEK_END)
-            chunk = f.read(8)
-            f.seek(-1000, os.SEEK_END)
-            f.write(bytes(b ^ 0xFF for b in chunk))
-    else:
-        (model_dir / "tokenizer.json").unlink()
+    gguf = find_gguf(NAME)
+    # Flipped bytes keep the size, so only the sha256 can notice them.
+    with open(model_dir / "model.safetensors", "r+b") as f:
+        f.seek(-1000, os.SEEK_END)
+        chunk = f.read(8)
+        f.seek(-1000, os.SEEK_END)
+        f.write(bytes(b ^ 0xFF for b in chunk))
+    assert not embedded._is_valid(model_dir, gguf)
+    (model_dir / "tokenizer.json").unlink()  # one rebuild for both kinds of damage (~10 s each)
     with caplog.at_level(logging.INFO, logger="s3ft_jax"):
         assert ensure_embedded_model(NAME, home=home) == model_dir
     assert [r for r in caplog.records if "building" in r.getMessage()]
     # The conversion is deterministic, so the repaired directory is byte-identical to the first.
     assert _manifest(model_dir)["files"] == good["files"]
+    assert embedded._is_valid(model_dir, gguf)
     assert not [p for p in model_dir.parent.iterdir() if ".build" in p.name or ".old-" in p.name]
+    # A missing file alone is caught by the size pass, before any hashing.
+    (model_dir / "tokenizer.json").rename(model_dir / "tokenizer.json.bak")
+    assert not embedded._is_valid(model_dir, gguf)
+    (model_dir / "tokenizer.json.bak").rename(model_dir / "tokenizer.json")
+    assert embedded._is_valid(model_dir, gguf)
 
 
 def test_unknown_or_missing_models(monkeypatch, tmp_path):

@@ -8,7 +8,6 @@ that exits as soon as every row has produced an end-of-sequence token.
 from __future__ import annotations
 
 import functools
-import warnings
 from collections.abc import Sequence
 
 import jax
@@ -18,13 +17,11 @@ from flax import nnx
 
 from s3ft_jax.models.llama import ForwardSpec, forward_cached, init_cache, logits_from_hidden, positions_from_mask
 
-# CPU backends cannot donate; the donation still pays off on accelerators.
-warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
-
-
-@functools.partial(jax.jit, static_argnames=("spec", "max_new_tokens"), donate_argnames=("cache",))
-def _greedy(params, spec: ForwardSpec, ids, mask, cache, eos_ids, max_new_tokens: int):
+@functools.partial(jax.jit, static_argnames=("spec", "max_new_tokens"))
+def _greedy(params, spec: ForwardSpec, ids, mask, eos_ids, max_new_tokens: int):
     batch, prompt_len = ids.shape
+    # Allocated inside the jit, the cache is updated in place by the loop: no second copy.
+    cache = init_cache(spec.cfg, batch, prompt_len + max_new_tokens, spec.dtype)
     positions = positions_from_mask(mask)
     hidden, cache = forward_cached(params, spec, ids, positions, mask.astype(bool), cache, 0)
     first = jnp.argmax(logits_from_hidden(params, spec, hidden[:, -1:])[:, 0], axis=-1).astype(jnp.int32)
@@ -57,6 +54,5 @@ def greedy_generate(model: nnx.Module, prompts: Sequence[Sequence[int]], *, max_
         ids[row, width - len(prompt):] = prompt
         mask[row, width - len(prompt):] = 1
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    cache = init_cache(model.cfg, len(prompts), width + max_new_tokens, model.dtype)
-    out = np.asarray(_greedy(params, model.spec, ids, mask, cache, jnp.asarray(list(eos_ids), jnp.int32), max_new_tokens))
+    out = np.asarray(_greedy(params, model.spec, ids, mask, jnp.asarray(list(eos_ids), jnp.int32), max_new_tokens))
     return [[int(t) for t in row if t >= 0] for row in out]
