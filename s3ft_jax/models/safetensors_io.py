@@ -2,8 +2,9 @@
 
 The `safetensors` package's numpy backend cannot return bfloat16 tensors, and most real
 checkpoints are bfloat16. The format is a length-prefixed JSON header followed by raw
-little-endian bytes, so we memory-map it: tensors are read lazily, slice by slice, and a
-loader never holds more than the parameter it is placing.
+little-endian bytes, so we read each tensor on demand with a plain positioned read: a loader
+holds only the parameter it is placing, and (unlike a memory map, whose touched pages count
+towards the process's resident memory until unmapped) nothing of the file stays resident.
 """
 
 from __future__ import annotations
@@ -53,7 +54,6 @@ class SafetensorsFile:
         header.pop("__metadata__", None)
         self._header = header
         self._data_start = 8 + header_len
-        self._map = np.memmap(self.path, dtype=np.uint8, mode="r") if size > self._data_start else None
         for name, info in header.items():
             start, end = info["data_offsets"]
             if self._data_start + end > size:
@@ -74,8 +74,8 @@ class SafetensorsFile:
         shape = tuple(info["shape"])
         if end == start:
             return np.zeros(shape, dtype)
-        raw = self._map[self._data_start + start : self._data_start + end]
-        return raw.view(dtype).reshape(shape)
+        count = (end - start) // dtype.itemsize
+        return np.fromfile(self.path, dtype=dtype, count=count, offset=self._data_start + start).reshape(shape)
 
 
 def open_checkpoint(model_dir: str | os.PathLike) -> dict[str, SafetensorsFile]:

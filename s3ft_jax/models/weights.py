@@ -143,21 +143,26 @@ def _hf_shape(layout: Layout, our_shape: tuple[int, ...], cfg: ModelConfig) -> t
 
 
 def load_array(files: dict, sources: list[Source], cfg: ModelConfig, shape, dtype, sharding) -> jax.Array:
-    """Build one parameter directly into its sharding, reading only what each device holds."""
-    stacked = sources[0].layer is not None
-    converted: dict[int, np.ndarray] = {}
+    """Build one parameter directly into its sharding, reading only what each device holds.
 
-    def host_value(i: int) -> np.ndarray:
-        if i not in converted:
-            src = sources[i]
-            converted[i] = src.layout.to_ours(files[src.hf_name].get(src.hf_name), cfg)
-        return converted[i]
+    A stacked (per-layer) parameter is filled layer by layer into one preallocated buffer,
+    so the host holds at most that device's slice plus one layer at a time.
+    """
+
+    def read(i: int) -> np.ndarray:
+        src = sources[i]
+        return src.layout.to_ours(files[src.hf_name].get(src.hf_name), cfg)
 
     def callback(index: tuple[slice, ...]) -> np.ndarray:
-        if not stacked:
-            return np.asarray(host_value(0)[index], dtype=dtype)
+        if sources[0].layer is None:
+            return np.asarray(read(0)[index], dtype=dtype)
         layers = range(len(sources))[index[0]]
-        return np.stack([np.asarray(host_value(i)[index[1:]], dtype=dtype) for i in layers])
+        first = np.asarray(read(layers[0])[index[1:]], dtype=dtype)
+        out = np.empty((len(layers), *first.shape), dtype)
+        out[0] = first
+        for j, i in enumerate(layers[1:], 1):
+            out[j] = read(i)[index[1:]]
+        return out
 
     return jax.make_array_from_callback(tuple(shape), sharding, callback)
 

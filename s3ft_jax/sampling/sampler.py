@@ -1,0 +1,258 @@
+"""Batched generation: one jitted prefill, then a jitted decode loop over a KV cache.
+
+Compile budget. Every jitted function here is keyed by (batch, prompt bucket, generation
+bucket); sampling parameters, the seed and the step limit are traced values. Prompts are sorted
+by length and cut into fixed-size batches, so thousands of prompts compile once per prompt
+bucket (a handful), and changing temperature/top-p between calls compiles nothing.
+
+Cache layout, a worked example. Batch of two, prompt bucket P = 4, generation bucket G = 3:
+
+    slot:        0    1    2    3  |  4    5    6
+    row 0:     pad  pad    a    b  | g0   g1   g2      positions: a=0 b=1 g0=2 g1=3 g2=4
+    row 1:       c    d    e    f  | h0   h1   h2      positions: c=0 ... f=3 h0=4 ...
+
+Prefill writes slots 0..3 (pads marked invalid, never attended) and samples g0/h0 from the
+logits at slot 3. Decode step s (s = 1, 2, ...) feeds the token sampled last into slot
+P + s - 1 and samples the next. Slots are shared by the batch, positions are per row, so rows
+with different amounts of left padding decode together without a per-batch position offset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections import Counter
+from collections.abc import Iterator, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from s3ft_jax.models.llama import (
+    ForwardSpec,
+    forward_cached,
+    init_cache,
+    logits_from_hidden,
+    positions_from_mask,
+)
+from s3ft_jax.sampling.params import SamplingParams, next_token, row_keys
+from s3ft_jax.sharding import host_to_global
+
+# How many times each jitted function has been traced (compiled); tests bound these.
+TRACE_COUNTS: Counter = Counter()
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class DecodeState:
+    cache: dict
+    tokens: jax.Array  # [B, G] generated ids; -1 once a row has finished
+    logprobs: jax.Array  # [B, G] log p(token) under the model (raw logits, before sampling cuts)
+    last: jax.Array  # [B] the latest token, not yet written to the cache
+    pos: jax.Array  # [B] that token's position
+    step: jax.Array  # () tokens generated so far
+    done: jax.Array  # [B]
+    keys: jax.Array  # [B] per-row PRNG keys
+
+
+@dataclasses.dataclass(frozen=True)
+class Generation:
+    text: str
+    token_ids: list[int]
+    finish_reason: str  # "eos" | "stop" | "length"
+    logprobs: list[float] | None = None
+
+
+def bucket(n: int, minimum: int = 16) -> int:
+    """Round up to 16, 32, 48, 64, 96, 128, 192, 256, 384, ... (powers of two and 1.5x them).
+
+    At most 1.5x padding, and about two compiled shapes per doubling of prompt length.
+    """
+    size = minimum
+    while size < n:
+        size = size * 3 // 2 if (size & (size - 1)) == 0 else (size // 3) * 4
+    return size
+
+
+def _cache_constraint(spec: ForwardSpec, cache: dict) -> dict:
+    if spec.mesh is None:
+        return cache
+    kv = ("layers", "batch", "seq", "act_kv_heads", "head_dim")
+    return {
+        "k": spec.constrain(cache["k"], *kv),
+        "v": spec.constrain(cache["v"], *kv),
+        "pos": spec.constrain(cache["pos"], "batch", "seq"),
+        "valid": spec.constrain(cache["valid"], "batch", "seq"),
+    }
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "gen_len"))
+def prefill(params, spec: ForwardSpec, ids, mask, active, row_ids, seed, sampling: SamplingParams, eos_ids, gen_len: int) -> DecodeState:
+    TRACE_COUNTS["prefill"] += 1
+    batch, prompt_len = ids.shape
+    # Allocated inside the jit and handed to `decode` by donation: never two copies.
+    cache = _cache_constraint(spec, init_cache(spec.cfg, batch, prompt_len + gen_len, spec.dtype))
+    positions = positions_from_mask(mask)
+    hidden, cache = forward_cached(params, spec, ids, positions, mask.astype(bool), cache, 0)
+    logits = logits_from_hidden(params, spec, hidden[:, -1:])[:, 0]
+    keys = row_keys(seed, row_ids)
+    token = next_token(logits, sampling, keys, jnp.int32(0))
+    logprob = jnp.take_along_axis(jax.nn.log_softmax(logits), token[:, None], axis=-1)[:, 0]
+    tokens = jnp.full((batch, gen_len), -1, jnp.int32).at[:, 0].set(token)
+    logprobs = jnp.zeros((batch, gen_len), jnp.float32).at[:, 0].set(logprob)
+    done = ~active | jnp.isin(token, eos_ids)
+    return DecodeState(_cache_constraint(spec, cache), tokens, logprobs, token, positions[:, -1] + 1, jnp.int32(1), done, keys)
+
+
+@functools.partial(jax.jit, static_argnames=("spec",), donate_argnames=("state",))
+def decode(params, spec: ForwardSpec, state: DecodeState, sampling: SamplingParams, eos_ids, limit) -> DecodeState:
+    """Decode until `limit` tokens per row exist or every row is done."""
+    TRACE_COUNTS["decode"] += 1
+    batch, gen_len = state.tokens.shape
+    prompt_len = state.cache["k"].shape[2] - gen_len
+    limit = jnp.minimum(limit, gen_len)
+
+    def cond(s: DecodeState):
+        return (s.step < limit) & ~jnp.all(s.done)
+
+    def body(s: DecodeState):
+        hidden, cache = forward_cached(
+            params, spec, s.last[:, None], s.pos[:, None], jnp.ones((batch, 1), bool), s.cache, prompt_len + s.step - 1
+        )
+        logits = logits_from_hidden(params, spec, hidden)[:, 0]
+        token = next_token(logits, sampling, s.keys, s.step)
+        logprob = jnp.take_along_axis(jax.nn.log_softmax(logits), token[:, None], axis=-1)[:, 0]
+        tokens = s.tokens.at[:, s.step].set(jnp.where(s.done, -1, token))
+        logprobs = s.logprobs.at[:, s.step].set(jnp.where(s.done, 0.0, logprob))
+        done = s.done | jnp.isin(token, eos_ids)
+        return DecodeState(_cache_constraint(spec, cache), tokens, logprobs, token, s.pos + 1, s.step + 1, done, s.keys)
+
+    return jax.lax.while_loop(cond, body, state)
+
+
+def encode_prompts(tokenizer, prompts: Sequence[str | Sequence[int]]) -> list[list[int]]:
+    """Rendered strings are tokenized as they are (no special tokens added: the chat template
+    already wrote them); token-id lists pass through."""
+    out = []
+    for p in prompts:
+        ids = tokenizer(p, add_special_tokens=False)["input_ids"] if isinstance(p, str) else [int(t) for t in p]
+        if not ids:
+            raise ValueError("empty prompt")
+        out.append(ids)
+    return out
+
+
+def batch_multiple(spec: ForwardSpec) -> int:
+    """Batch sizes must split evenly over the mesh axes that hold the batch."""
+    if spec.mesh is None:
+        return 1
+    axes = spec.rules.mesh_axes("batch")
+    axes = (axes,) if isinstance(axes, str) else tuple(axes or ())
+    return math.prod(spec.mesh.shape[a] for a in axes)
+
+
+def generate_batches(
+    model: nnx.Module,
+    tokenizer,
+    prompts: Sequence[str | Sequence[int]],
+    *,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    stop: Sequence[str] = (),
+    seed: int = 0,
+    batch_size: int = 32,
+    return_logprobs: bool = False,
+    eos_ids: Sequence[int] | None = None,
+    chunk: int = 32,
+) -> Iterator[list[tuple[int, Generation]]]:
+    """Yield one list of (prompt index, Generation) per batch, longest prompts first."""
+    if max_new_tokens <= 0:
+        raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}")
+    sampling = SamplingParams.make(temperature, top_k, top_p)
+    spec: ForwardSpec = model.spec
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    encoded = encode_prompts(tokenizer, prompts)
+    if eos_ids is None:
+        eos_ids = sorted({tokenizer.eos_token_id, *spec.cfg.eos_token_ids} - {None})
+    eos = jnp.asarray(list(eos_ids) or [-1], jnp.int32)
+    multiple = batch_multiple(spec)
+    batch_size = -(-max(1, min(batch_size, len(encoded))) // multiple) * multiple
+    gen_len = bucket(max_new_tokens)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    order = sorted(range(len(encoded)), key=lambda i: (-len(encoded[i]), i))
+    batch_sharding = None if spec.mesh is None else spec.rules.named(spec.mesh, ("batch", "seq"), (batch_size, 1))
+
+    for start in range(0, len(order), batch_size):
+        members = order[start : start + batch_size]
+        prompt_len = bucket(max(len(encoded[i]) for i in members))
+        ids = np.full((batch_size, prompt_len), pad_id, np.int32)
+        mask = np.zeros((batch_size, prompt_len), np.int32)
+        mask[:, -1] = 1  # filler rows: one dummy token, marked inactive below
+        row_ids = np.zeros((batch_size,), np.int32)
+        active = np.zeros((batch_size,), bool)
+        for row, i in enumerate(members):
+            ids[row, prompt_len - len(encoded[i]) :] = encoded[i]
+            mask[row, prompt_len - len(encoded[i]) :] = 1
+            row_ids[row], active[row] = i, True
+        put = lambda x: host_to_global(x, batch_sharding)  # noqa: E731
+        state = prefill(params, spec, put(ids), put(mask), put(active), put(row_ids), jnp.int32(seed), sampling, eos, gen_len)
+        stopped = np.zeros((batch_size,), bool)
+        while True:
+            limit = max_new_tokens if not stop else min(int(state.step) + chunk, max_new_tokens)
+            state = decode(params, spec, state, sampling, eos, jnp.int32(limit))
+            step = int(state.step)
+            if step >= max_new_tokens or bool(jnp.all(state.done)):
+                break
+            if stop:  # rows whose text now holds a stop string are finished
+                tokens = np.asarray(state.tokens)
+                for row in np.flatnonzero(active & ~np.asarray(state.done) & ~stopped):
+                    text = tokenizer.decode(_valid(tokens[row][:step]), skip_special_tokens=True)
+                    stopped[row] = any(s in text for s in stop)
+                if stopped.any():
+                    state = dataclasses.replace(state, done=state.done | host_to_global(stopped, batch_sharding))
+        tokens, logprobs = np.asarray(state.tokens), np.asarray(state.logprobs)
+        step = int(state.step)
+        results = []
+        for row, i in enumerate(members):
+            ids_row = _valid(tokens[row][:step])[:max_new_tokens]
+            lps = logprobs[row][: len(ids_row)].tolist() if return_logprobs else None
+            results.append((i, _finish(tokenizer, ids_row, lps, set(eos_ids), stop)))
+        yield results
+
+
+def generate(model: nnx.Module, tokenizer, prompts: Sequence[str | Sequence[int]], **kwargs) -> list[Generation]:
+    """One Generation per prompt, in input order. See `generate_batches` for the options."""
+    out: list[Generation | None] = [None] * len(prompts)
+    for batch in generate_batches(model, tokenizer, prompts, **kwargs):
+        for i, generation in batch:
+            out[i] = generation
+    return out  # type: ignore[return-value]
+
+
+def _valid(tokens: np.ndarray) -> list[int]:
+    """Tokens up to the first -1 (the row finished there)."""
+    end = np.flatnonzero(tokens < 0)
+    return tokens[: end[0] if len(end) else len(tokens)].tolist()
+
+
+def _finish(tokenizer, ids: list[int], logprobs, eos_ids: set[int], stop: Sequence[str]) -> Generation:
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    hits = [(text.find(s), s) for s in stop if s and s in text]
+    if hits:
+        at, _ = min(hits)
+        # Keep the shortest token prefix whose text already contains the stop string.
+        lo, hi = 1, len(ids)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if any(s in tokenizer.decode(ids[:mid], skip_special_tokens=True) for _, s in hits):
+                hi = mid
+            else:
+                lo = mid + 1
+        ids = ids[:lo]
+        return Generation(text[:at], ids, "stop", None if logprobs is None else logprobs[:lo])
+    reason = "eos" if ids and ids[-1] in eos_ids else "length"
+    return Generation(text, ids, reason, logprobs)
