@@ -17,11 +17,13 @@ USAGE = """usage: s3ft COMMAND [--config=FILE[:ARG]] [--config.KEY=VALUE ...]
 
 commands:
   answer   greedy answer of the model to one task example (the demo)
+  generate generate for a JSONL of prompts (--config.generate.input), resumable
   config   print the resolved configuration
 
 examples:
   s3ft answer --config=configs/demo.py
   s3ft answer --config=configs/base.py --config.model.name=/path/to/hf_dir --config.model.dtype=bfloat16
+  s3ft generate --config.generate.input=prompts.jsonl --config.workdir=runs/x --config.sampling.temperature=0.7
 """
 
 
@@ -64,13 +66,39 @@ def cmd_config(config) -> None:
     print(config)
 
 
+def _load_model(config):
+    from s3ft_jax.config import mesh_shape
+    from s3ft_jax.models import from_pretrained, load_tokenizer
+    from s3ft_jax.sharding import make_mesh
+
+    mesh = make_mesh(mesh_shape(config))
+    model = from_pretrained(config.model.name, dtype=config.model.dtype, param_dtype=config.model.param_dtype, mesh=mesh)
+    return model, load_tokenizer(config.model.name)
+
+
+def cmd_generate(config) -> None:
+    from pathlib import Path
+
+    from s3ft_jax.config import sampling_kwargs
+    from s3ft_jax.sampling.queue import read_prompts, run_queue
+
+    if not config.generate.input:
+        raise ConfigError("set --config.generate.input to a JSONL of prompts")
+    output = Path(config.generate.output or Path(config.workdir) / "generations.jsonl")
+    model, tokenizer = _load_model(config)
+    read_prompts(config.generate.input, tokenizer)  # fail on a bad file before any compile
+    report = run_queue(model, tokenizer, config.generate.input, output, **sampling_kwargs(config))
+    print(
+        f"{report.total} prompts: {report.already_done} already done, {report.generated} generated, "
+        f"{report.tokens} tokens in {report.seconds:.1f}s ({report.tokens_per_second:.1f} tok/s) -> {output}"
+    )
+
+
 def cmd_answer(config) -> None:
     import jax
 
-    from s3ft_jax.models import from_pretrained, load_tokenizer
-    from s3ft_jax.sampling import greedy_generate
-    from s3ft_jax.sharding import make_mesh
-    from s3ft_jax.config import mesh_shape
+    from s3ft_jax.config import sampling_kwargs
+    from s3ft_jax.sampling import generate, render_chat
     from s3ft_jax.tasks import gsm8k
     from s3ft_jax.tasks.data import resolve_data_dir
 
@@ -82,28 +110,21 @@ def cmd_answer(config) -> None:
     example = rows[config.task.index]
 
     start = time.perf_counter()
-    mesh = make_mesh(mesh_shape(config))
-    model = from_pretrained(config.model.name, dtype=config.model.dtype, param_dtype=config.model.param_dtype, mesh=mesh)
-    tokenizer = load_tokenizer(config.model.name)
+    model, tokenizer = _load_model(config)
     loaded = time.perf_counter()
 
-    messages = [{"role": "user", "content": gsm8k.PREDICTION_PROMPT.format(question=example["question"])}]
-    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-    if not isinstance(prompt, list):  # transformers 5 returns a BatchEncoding
-        prompt = prompt["input_ids"]
-    eos = sorted({tokenizer.eos_token_id, *model.cfg.eos_token_ids} - {None})
-    (tokens,) = greedy_generate(model, [prompt], max_new_tokens=config.sampling.max_new_tokens, eos_ids=eos)
+    prompt = render_chat(tokenizer, [{"role": "user", "content": gsm8k.PREDICTION_PROMPT.format(question=example["question"])}])
+    (result,) = generate(model, tokenizer, [prompt], **sampling_kwargs(config))
     done = time.perf_counter()
-
-    answer = tokenizer.decode(tokens, skip_special_tokens=True).strip()
+    answer = result.text.strip()
     print(f"model:    {config.model.name} ({model.cfg.architecture}, {config.model.dtype}, {jax.device_count()} {jax.default_backend()} device(s))")
     print(f"question: {example['question']}")
     print(f"answer:   {answer}")
     print(f"gold:     {gsm8k.gold_number(example['answer'])}")
-    print(f"timing:   load {loaded - start:.1f}s, generate {len(tokens)} tokens in {done - loaded:.1f}s (compile included)")
+    print(f"timing:   load {loaded - start:.1f}s, generate {len(result.token_ids)} tokens ({result.finish_reason}) in {done - loaded:.1f}s (compile included)")
 
 
-COMMANDS = {"answer": cmd_answer, "config": cmd_config}
+COMMANDS = {"answer": cmd_answer, "config": cmd_config, "generate": cmd_generate}
 
 
 def main(argv: list[str] | None = None) -> int:

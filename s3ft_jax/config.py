@@ -41,8 +41,21 @@ def base_config() -> ml_collections.ConfigDict:
     c.task.split = "test"
     c.task.index = 0  # which example the `answer` command shows
 
+    # Decoding. Greedy by default (temperature 0), one sample per prompt as in the paper.
     c.sampling = ml_collections.ConfigDict()
     c.sampling.max_new_tokens = 256
+    c.sampling.temperature = 0.0
+    c.sampling.top_p = 1.0
+    c.sampling.top_k = 0
+    c.sampling.stop = ()  # e.g. --config.sampling.stop="('[DONE]',)"
+    c.sampling.batch_size = 32
+    c.sampling.return_logprobs = False
+    c.sampling.chunk = 32  # decode steps between stop-string checks
+
+    # `s3ft generate`: a JSONL of prompts in, a JSONL of generations out (resumable).
+    c.generate = ml_collections.ConfigDict()
+    c.generate.input = ""
+    c.generate.output = ""  # empty: <workdir>/generations.jsonl
     return c
 
 
@@ -56,9 +69,29 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         value = config.model[key]
         if value is not None and value not in ("float32", "bfloat16", "float16"):
             raise ConfigError(f"model.{key} must be float32, bfloat16 or float16, got {value!r}")
-    if config.sampling.max_new_tokens <= 0:
-        raise ConfigError(f"sampling.max_new_tokens must be positive, got {config.sampling.max_new_tokens}")
+    sampling = config.sampling
+    for key in ("max_new_tokens", "batch_size", "chunk"):
+        if sampling[key] <= 0:
+            raise ConfigError(f"sampling.{key} must be positive, got {sampling[key]}")
+    if sampling.temperature < 0:
+        raise ConfigError(f"sampling.temperature must be >= 0, got {sampling.temperature}")
+    if not 0 < sampling.top_p <= 1:
+        raise ConfigError(f"sampling.top_p must be in (0, 1], got {sampling.top_p}")
+    if sampling.top_k < 0:
+        raise ConfigError(f"sampling.top_k must be >= 0, got {sampling.top_k}")
+    if not all(isinstance(s, str) and s for s in sampling.stop):
+        raise ConfigError(f"sampling.stop must be a tuple of non-empty strings, got {sampling.stop!r}")
     return config
+
+
+def sampling_kwargs(config: ml_collections.ConfigDict) -> dict:
+    """The config's sampling section as keyword arguments of `sampling.generate`."""
+    s = config.sampling
+    return dict(
+        max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
+        stop=tuple(s.stop), seed=config.seed, batch_size=s.batch_size, return_logprobs=s.return_logprobs,
+        chunk=s.chunk,
+    )
 
 
 def mesh_shape(config: ml_collections.ConfigDict) -> dict[str, int]:

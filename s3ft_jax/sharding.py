@@ -116,3 +116,24 @@ DEFAULT_RULES = ShardingRules(
         ("lora_rank", None),
     )
 )
+
+
+def host_to_global(x, sharding: NamedSharding | None) -> jax.Array:
+    """A host array that every process holds in full -> a global array in `sharding`.
+
+    Each process contributes only the slices its own devices hold, so the same call works on
+    one host and on a multi-host mesh (where every process runs the same batches).
+    """
+    x = np.asarray(x)
+    if sharding is None:
+        return jax.device_put(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+
+def global_to_host(x: jax.Array) -> np.ndarray:
+    """The full value of a (possibly multi-host) global array, on every process."""
+    if jax.process_count() > 1 and not x.is_fully_addressable:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x))

@@ -73,3 +73,16 @@ def torch_logits(model, ids_row) -> np.ndarray:
 
     with torch.no_grad():
         return model(torch.tensor(np.asarray(ids_row)[None], dtype=torch.long)).logits[0].float().numpy()
+
+
+class IdTokenizer:
+    """A stand-in tokenizer for the tiny random models: token i is the word "t{i}"."""
+
+    eos_token_id = 2
+    pad_token_id = 0
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [int(word[1:]) for word in text.split()]}
+
+    def decode(self, ids, skip_special_tokens=False):
+        return " ".join(f"t{i}" for i in ids if not (skip_special_tokens and i == self.eos_token_id))

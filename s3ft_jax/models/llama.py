@@ -201,11 +201,14 @@ def init_cache(cfg: ModelConfig, batch: int, length: int, dtype) -> dict:
 
     Slots are shared by the whole batch (slot t holds every row's t-th token, pads included),
     but positions are per row, so rows with different amounts of left padding coexist.
+    Keys are stored transposed, [layers, batch, kv_heads, head_dim, slots], values as
+    [layers, batch, kv_heads, slots, head_dim]: both attention products then contract over a
+    contiguous axis, which XLA's CPU backend runs about twice as fast as the untransposed form.
     """
-    kv_shape = (cfg.num_layers, batch, length, cfg.num_kv_heads, cfg.head_dim)
+    K, Dh = cfg.num_kv_heads, cfg.head_dim
     return {
-        "k": jnp.zeros(kv_shape, dtype),
-        "v": jnp.zeros(kv_shape, dtype),
+        "k": jnp.zeros((cfg.num_layers, batch, K, Dh, length), dtype),
+        "v": jnp.zeros((cfg.num_layers, batch, K, length, Dh), dtype),
         "pos": jnp.zeros((batch, length), jnp.int32),
         "valid": jnp.zeros((batch, length), bool),
     }
@@ -232,18 +235,30 @@ def _decoder(params, spec: ForwardSpec, input_ids, positions, valid, *, cache, w
         k_pos = jax.lax.dynamic_update_slice(cache["pos"], positions.astype(jnp.int32), (0, write_index))
         k_valid = jax.lax.dynamic_update_slice(cache["valid"], valid, (0, write_index))
 
-    def layer(x, scanned):
-        layer_params, window, layer_cache = scanned
-        mask = attention_mask(positions, k_pos, k_valid, window)
-        x, new_kv = decoder_layer(layer_params, spec, x, cos, sin, mask, layer_cache, write_index)
-        return x, new_kv
-
-    layer_caches = None if cache is None else (cache["k"], cache["v"])
-    x, new_kv = jax.lax.scan(layer, x, (params["layers"], windows, layer_caches))
-    hidden = rms_norm(x, params["final_norm"]["scale"], cfg.rms_norm_eps)
     if cache is None:
-        return hidden, None
-    return hidden, {"k": new_kv[0], "v": new_kv[1], "pos": k_pos, "valid": k_valid}
+
+        def layer(x, scanned):
+            layer_params, window = scanned
+            mask = attention_mask(positions, k_pos, k_valid, window)
+            return decoder_layer(layer_params, spec, x, cos, sin, mask)[0], None
+
+        x, _ = jax.lax.scan(layer, x, (params["layers"], windows))
+        return rms_norm(x, params["final_norm"]["scale"], cfg.rms_norm_eps), None
+
+    # The whole cache rides in the scan carry and each layer writes only its T new slots in
+    # place. (Scanning over per-layer cache slices instead makes XLA copy every layer's cache
+    # in and out on each decode step: several times the memory traffic of attention itself.)
+    def cached_layer(carry, scanned):
+        x, cache_k, cache_v = carry
+        layer_params, window, index = scanned
+        mask = attention_mask(positions, k_pos, k_valid, window)
+        x, (cache_k, cache_v) = decoder_layer(layer_params, spec, x, cos, sin, mask, (cache_k, cache_v, index), write_index)
+        return (x, cache_k, cache_v), None
+
+    layer_ids = jnp.arange(cfg.num_layers, dtype=jnp.int32)
+    (x, cache_k, cache_v), _ = jax.lax.scan(cached_layer, (x, cache["k"], cache["v"]), (params["layers"], windows, layer_ids))
+    hidden = rms_norm(x, params["final_norm"]["scale"], cfg.rms_norm_eps)
+    return hidden, {"k": cache_k, "v": cache_v, "pos": k_pos, "valid": k_valid}
 
 
 def logits_from_hidden(params: dict, spec: ForwardSpec, hidden: jax.Array) -> jax.Array:
@@ -275,22 +290,24 @@ def project(p: dict, x: jax.Array, eq: str) -> jax.Array:
     return y
 
 
-def decoder_layer(p: dict, spec: ForwardSpec, x, cos, sin, mask, layer_cache=None, write_index=None):
-    """One block. Without a cache, attends within x; with one, writes k/v then attends to it."""
+def decoder_layer(p: dict, spec: ForwardSpec, x, cos, sin, mask, cache=None, write_index=None):
+    """One block. Without a cache, attends within x. With one, (all-layer k, all-layer v,
+    this layer's index), it writes the new k/v into slots [write_index, +T) and attends to
+    the layer's whole cache; it then returns the updated caches."""
     cfg = spec.cfg
     h = rms_norm(x, p["input_norm"]["scale"], cfg.rms_norm_eps)
     q = apply_rope(project(p["q_proj"], h, "btd,dhk->bthk"), cos, sin)
     k = apply_rope(project(p["k_proj"], h, "btd,dhk->bthk"), cos, sin)
     v = project(p["v_proj"], h, "btd,dhk->bthk")
     q = spec.constrain(q, "batch", "seq", "act_heads", None)
-    new_kv = None
-    if layer_cache is not None:
-        cache_k, cache_v = layer_cache
-        k = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), (0, write_index, 0, 0))
-        v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, write_index, 0, 0))
-        k = spec.constrain(k, "batch", "seq", "act_kv_heads", None)
-        v = spec.constrain(v, "batch", "seq", "act_kv_heads", None)
-        new_kv = (k, v)
+    k, v = k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3)  # k [B, K, Dh, T], v [B, K, T, Dh]
+    new_cache = None
+    if cache is not None:
+        cache_k, cache_v, layer = cache
+        cache_k = jax.lax.dynamic_update_slice(cache_k, k[None].astype(cache_k.dtype), (layer, 0, 0, 0, write_index))
+        cache_v = jax.lax.dynamic_update_slice(cache_v, v[None].astype(cache_v.dtype), (layer, 0, 0, write_index, 0))
+        new_cache = (cache_k, cache_v)
+        k, v = cache_k[layer], cache_v[layer]
     attn = attend(q, k.astype(q.dtype), v.astype(q.dtype), mask)
     x = x + project(p["o_proj"], attn, "bthk,hkd->btd")
     x = spec.constrain(x, "batch", "seq", "act_embed")
@@ -298,17 +315,18 @@ def decoder_layer(p: dict, spec: ForwardSpec, x, cos, sin, mask, layer_cache=Non
     gate = project(p["gate_proj"], h, "btd,df->btf")
     up = project(p["up_proj"], h, "btd,df->btf")
     x = x + project(p["down_proj"], jax.nn.silu(gate) * up, "btf,fd->btd")
-    return spec.constrain(x, "batch", "seq", "act_embed"), new_kv
+    return spec.constrain(x, "batch", "seq", "act_embed"), new_cache
 
 
 def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
-    """Grouped-query attention. q [B,T,H,Dh], k/v [B,S,K,Dh], mask [B,T,S] -> [B,T,H,Dh]."""
+    """Grouped-query attention. q [B,T,H,Dh], k [B,K,Dh,S] (transposed), v [B,K,S,Dh],
+    mask [B,T,S] -> [B,T,H,Dh]."""
     B, T, H, Dh = q.shape
-    K = k.shape[2]
+    K = k.shape[1]
     qg = q.reshape(B, T, K, H // K, Dh)
-    scores = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32)
+    scores = jnp.einsum("btkgd,bkds->bkgts", qg, k, preferred_element_type=jnp.float32)
     scores = scores * (Dh**-0.5)
     scores = jnp.where(mask[:, None, None, :, :], scores, _MASKED)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
+    out = jnp.einsum("bkgts,bksd->btkgd", probs, v)
     return out.reshape(B, T, H, Dh)

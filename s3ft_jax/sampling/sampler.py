@@ -38,7 +38,7 @@ from s3ft_jax.models.llama import (
     positions_from_mask,
 )
 from s3ft_jax.sampling.params import SamplingParams, next_token, row_keys
-from s3ft_jax.sharding import host_to_global
+from s3ft_jax.sharding import global_to_host, host_to_global
 
 # How many times each jitted function has been traced (compiled); tests bound these.
 TRACE_COUNTS: Counter = Counter()
@@ -79,10 +79,9 @@ def bucket(n: int, minimum: int = 16) -> int:
 def _cache_constraint(spec: ForwardSpec, cache: dict) -> dict:
     if spec.mesh is None:
         return cache
-    kv = ("layers", "batch", "seq", "act_kv_heads", "head_dim")
     return {
-        "k": spec.constrain(cache["k"], *kv),
-        "v": spec.constrain(cache["v"], *kv),
+        "k": spec.constrain(cache["k"], "layers", "batch", "act_kv_heads", "head_dim", "seq"),
+        "v": spec.constrain(cache["v"], "layers", "batch", "act_kv_heads", "seq", "head_dim"),
         "pos": spec.constrain(cache["pos"], "batch", "seq"),
         "valid": spec.constrain(cache["valid"], "batch", "seq"),
     }
@@ -111,7 +110,7 @@ def decode(params, spec: ForwardSpec, state: DecodeState, sampling: SamplingPara
     """Decode until `limit` tokens per row exist or every row is done."""
     TRACE_COUNTS["decode"] += 1
     batch, gen_len = state.tokens.shape
-    prompt_len = state.cache["k"].shape[2] - gen_len
+    prompt_len = state.cache["k"].shape[-1] - gen_len
     limit = jnp.minimum(limit, gen_len)
 
     def cond(s: DecodeState):
@@ -130,6 +129,30 @@ def decode(params, spec: ForwardSpec, state: DecodeState, sampling: SamplingPara
         return DecodeState(_cache_constraint(spec, cache), tokens, logprobs, token, s.pos + 1, s.step + 1, done, s.keys)
 
     return jax.lax.while_loop(cond, body, state)
+
+
+@jax.jit
+def compact(state: DecodeState, keep: jax.Array) -> DecodeState:
+    """The rows `keep` of every batch-major field (the cache's batch axis is the second)."""
+    TRACE_COUNTS["compact"] += 1
+    cache = {
+        "k": state.cache["k"][:, keep],
+        "v": state.cache["v"][:, keep],
+        "pos": state.cache["pos"][keep],
+        "valid": state.cache["valid"][keep],
+    }
+    take = lambda x: x[keep]  # noqa: E731
+    return DecodeState(
+        cache, take(state.tokens), take(state.logprobs), take(state.last), take(state.pos), state.step, take(state.done), take(state.keys)
+    )
+
+
+def _compacted_size(rows: int, live: int, multiple: int, minimum: int) -> int | None:
+    """The halved batch size to move `live` rows into, or None to keep the current batch."""
+    size = rows
+    while size // 2 >= max(live, minimum, multiple) and (size // 2) % multiple == 0:
+        size //= 2
+    return size if size < rows else None
 
 
 def encode_prompts(tokenizer, prompts: Sequence[str | Sequence[int]]) -> list[list[int]]:
@@ -168,8 +191,19 @@ def generate_batches(
     return_logprobs: bool = False,
     eos_ids: Sequence[int] | None = None,
     chunk: int = 32,
+    min_compact: int = 4,
+    seed_ids: Sequence[int] | None = None,
+    fixed_batch: bool = False,
 ) -> Iterator[list[tuple[int, Generation]]]:
-    """Yield one list of (prompt index, Generation) per batch, longest prompts first."""
+    """Yield one list of (prompt index, Generation) per batch, longest prompts first.
+
+    Decoding runs in chunks of `chunk` steps. Between chunks the host checks stop strings
+    and, once at most half of the rows are still live, moves those into a batch half the size
+    (never below `min_compact` rows), so finished rows stop costing compute.
+
+    Prompt i samples with a key made from (seed, seed_ids[i]) (default: i), so a subset of a
+    prompt list resumed later draws exactly what it would have drawn in the full run.
+    """
     if max_new_tokens <= 0:
         raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}")
     sampling = SamplingParams.make(temperature, top_k, top_p)
@@ -180,11 +214,22 @@ def generate_batches(
         eos_ids = sorted({tokenizer.eos_token_id, *spec.cfg.eos_token_ids} - {None})
     eos = jnp.asarray(list(eos_ids) or [-1], jnp.int32)
     multiple = batch_multiple(spec)
-    batch_size = -(-max(1, min(batch_size, len(encoded))) // multiple) * multiple
+    if not fixed_batch:
+        batch_size = min(batch_size, len(encoded))
+    batch_size = -(-max(1, batch_size) // multiple) * multiple
     gen_len = bucket(max_new_tokens)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     order = sorted(range(len(encoded)), key=lambda i: (-len(encoded[i]), i))
-    batch_sharding = None if spec.mesh is None else spec.rules.named(spec.mesh, ("batch", "seq"), (batch_size, 1))
+    if seed_ids is None:
+        seed_ids = range(len(encoded))
+    elif len(seed_ids) != len(encoded):
+        raise ValueError("seed_ids needs one entry per prompt")
+
+    def batch_sharding_for(rows: int):
+        return None if spec.mesh is None else spec.rules.named(spec.mesh, ("batch", "seq"), (rows, 1))
+
+    batch_sharding = batch_sharding_for(batch_size)
+    replicated = None if spec.mesh is None else jax.sharding.NamedSharding(spec.mesh, jax.sharding.PartitionSpec())
 
     for start in range(0, len(order), batch_size):
         members = order[start : start + batch_size]
@@ -197,29 +242,44 @@ def generate_batches(
         for row, i in enumerate(members):
             ids[row, prompt_len - len(encoded[i]) :] = encoded[i]
             mask[row, prompt_len - len(encoded[i]) :] = 1
-            row_ids[row], active[row] = i, True
+            row_ids[row], active[row] = seed_ids[i], True
         put = lambda x: host_to_global(x, batch_sharding)  # noqa: E731
         state = prefill(params, spec, put(ids), put(mask), put(active), put(row_ids), jnp.int32(seed), sampling, eos, gen_len)
+        rows = np.asarray(members + [-1] * (batch_size - len(members)))  # state row -> prompt
         stopped = np.zeros((batch_size,), bool)
+        finished: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         while True:
-            limit = max_new_tokens if not stop else min(int(state.step) + chunk, max_new_tokens)
+            limit = min(int(state.step) + chunk, max_new_tokens)
             state = decode(params, spec, state, sampling, eos, jnp.int32(limit))
             step = int(state.step)
-            if step >= max_new_tokens or bool(jnp.all(state.done)):
+            done = global_to_host(state.done)
+            if step >= max_new_tokens or done.all():
                 break
             if stop:  # rows whose text now holds a stop string are finished
-                tokens = np.asarray(state.tokens)
-                for row in np.flatnonzero(active & ~np.asarray(state.done) & ~stopped):
+                tokens = global_to_host(state.tokens)
+                for row in np.flatnonzero((rows >= 0) & ~done & ~stopped):
                     text = tokenizer.decode(_valid(tokens[row][:step]), skip_special_tokens=True)
                     stopped[row] = any(s in text for s in stop)
                 if stopped.any():
-                    state = dataclasses.replace(state, done=state.done | host_to_global(stopped, batch_sharding))
-        tokens, logprobs = np.asarray(state.tokens), np.asarray(state.logprobs)
-        step = int(state.step)
+                    done = done | stopped
+                    state = dataclasses.replace(state, done=host_to_global(done, batch_sharding_for(len(done))))
+            smaller = _compacted_size(len(done), int((~done).sum()), multiple, min_compact)
+            if smaller:
+                # Most rows have finished: keep decoding only the live ones in a smaller
+                # batch (one more compiled shape per halving), after saving the finished.
+                tokens, logprobs = global_to_host(state.tokens), global_to_host(state.logprobs)
+                for row in np.flatnonzero(done & (rows >= 0)):
+                    finished[int(rows[row])] = (tokens[row], logprobs[row])
+                keep = np.concatenate([np.flatnonzero(~done), np.flatnonzero(done)])[:smaller]
+                state = compact(state, host_to_global(keep.astype(np.int32), replicated))
+                rows, stopped = rows[keep], stopped[keep]
+        tokens, logprobs = global_to_host(state.tokens), global_to_host(state.logprobs)
+        for row in np.flatnonzero(rows >= 0):
+            finished[int(rows[row])] = (tokens[row], logprobs[row])
         results = []
-        for row, i in enumerate(members):
-            ids_row = _valid(tokens[row][:step])[:max_new_tokens]
-            lps = logprobs[row][: len(ids_row)].tolist() if return_logprobs else None
+        for i in members:
+            ids_row = _valid(finished[i][0][:step])[:max_new_tokens]
+            lps = finished[i][1][: len(ids_row)].tolist() if return_logprobs else None
             results.append((i, _finish(tokenizer, ids_row, lps, set(eos_ids), stop)))
         yield results
 

@@ -1,0 +1,163 @@
+"""A resumable generation queue: JSONL of prompts in, JSONL of generations out.
+
+Each finished batch is appended to the output file and fsynced, so a killed run loses at most
+the batch in flight. A rerun reads what is there (dropping a half-written last line), skips
+the ids already done and generates the rest. When every prompt is done, the file is rewritten
+in input order (via a temporary file and a rename), so a resumed run ends with exactly the
+file an uninterrupted run writes.
+
+Input rows: {"id": ..., "prompt": "rendered text"} or {"id": ..., "messages": [chat turns]}
+(rendered with the tokenizer's chat template) or {"id": ..., "prompt_ids": [token ids]}.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import jax
+
+from s3ft_jax.errors import S3FTError
+from s3ft_jax.sampling.chat import render_chat
+from s3ft_jax.sampling.sampler import Generation, generate_batches
+
+
+@dataclasses.dataclass
+class QueueReport:
+    total: int
+    already_done: int
+    generated: int
+    tokens: int
+    seconds: float
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+
+def read_prompts(path: str | os.PathLike, tokenizer) -> tuple[list[str], list]:
+    """(ids, prompts) from an input JSONL, checked: every row has a unique id and one prompt."""
+    path = Path(path)
+    if not path.is_file():
+        raise S3FTError(f"prompt file {path} not found")
+    ids, prompts, seen = [], [], set()
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise S3FTError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict) or "id" not in row:
+                raise S3FTError(f"{path}:{lineno}: each row needs an 'id'")
+            key = json.dumps(row["id"])
+            if key in seen:
+                raise S3FTError(f"{path}:{lineno}: duplicate id {row['id']!r}")
+            seen.add(key)
+            if isinstance(row.get("prompt"), str) and row["prompt"]:
+                prompt = row["prompt"]
+            elif isinstance(row.get("messages"), list):
+                prompt = render_chat(tokenizer, row["messages"])
+            elif isinstance(row.get("prompt_ids"), list) and row["prompt_ids"]:
+                prompt = row["prompt_ids"]
+            else:
+                raise S3FTError(f"{path}:{lineno}: row needs a non-empty 'prompt', 'messages' or 'prompt_ids'")
+            ids.append(row["id"])
+            prompts.append(prompt)
+    return ids, prompts
+
+
+def read_done(path: Path) -> dict[str, dict]:
+    """Results already in the output file, by id; a torn last line (a crash mid-write) is cut."""
+    if not path.is_file():
+        return {}
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if end < len(data) and jax.process_index() == 0:
+        with open(path, "r+b") as f:
+            f.truncate(end)
+    done = {}
+    for lineno, line in enumerate(data[:end].decode("utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            done[json.dumps(row["id"])] = row
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise S3FTError(f"{path}:{lineno}: not a result row; move the file away to start over") from None
+    return done
+
+
+def _row(prompt_id, g: Generation) -> dict:
+    row = {"id": prompt_id, "text": g.text, "finish_reason": g.finish_reason, "token_ids": g.token_ids}
+    if g.logprobs is not None:
+        row["logprobs"] = g.logprobs
+    return row
+
+
+def run_queue(
+    model,
+    tokenizer,
+    input_path: str | os.PathLike,
+    output_path: str | os.PathLike,
+    *,
+    progress: bool = True,
+    after_batch: Callable[[int], None] | None = None,
+    **generate_kwargs,
+) -> QueueReport:
+    """Generate for every prompt of `input_path` not yet in `output_path`; see the module doc."""
+    ids, prompts = read_prompts(input_path, tokenizer)
+    output = Path(output_path)
+    done = read_done(output)
+    unknown = set(done) - {json.dumps(i) for i in ids}
+    if unknown:
+        raise S3FTError(f"{output} holds results for ids not in {input_path} (e.g. {sorted(unknown)[0]}); use another output path")
+    todo = [i for i, pid in enumerate(ids) if json.dumps(pid) not in done]
+    writer = jax.process_index() == 0
+    bar = None
+    if progress and writer and todo:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), unit="prompt", desc="generate", dynamic_ncols=True)
+    start, tokens = time.perf_counter(), 0
+    if todo:
+        if writer:
+            output.parent.mkdir(parents=True, exist_ok=True)
+        with open(output, "a", encoding="utf-8") if writer else open(os.devnull, "w") as out:
+            # Keys follow the position in the input file, not in the remaining list.
+            batches = generate_batches(model, tokenizer, [prompts[i] for i in todo], seed_ids=todo, fixed_batch=True, **generate_kwargs)
+            for n, batch in enumerate(batches):
+                lines = []
+                for j, g in batch:
+                    row = _row(ids[todo[j]], g)
+                    done[json.dumps(row["id"])] = row
+                    tokens += len(g.token_ids)
+                    lines.append(json.dumps(row, ensure_ascii=False) + "\n")
+                out.write("".join(lines))
+                out.flush()
+                os.fsync(out.fileno()) if writer else None
+                if bar is not None:
+                    bar.update(len(batch))
+                    bar.set_postfix(tok_s=f"{tokens / (time.perf_counter() - start):.1f}")
+                if after_batch is not None:
+                    after_batch(n)
+    if bar is not None:
+        bar.close()
+    if writer:
+        _rewrite_in_input_order(output, [done[json.dumps(i)] for i in ids])
+    return QueueReport(len(ids), len(ids) - len(todo), len(todo), tokens, time.perf_counter() - start)
+
+
+def _rewrite_in_input_order(output: Path, rows: list[dict]) -> None:
+    tmp = output.with_name(output.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, output)
