@@ -28,6 +28,7 @@ test: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-test
 	$(PY) benchmarks/load_model.py
+	$(PY) benchmarks/sampler.py
 
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
