@@ -274,6 +274,7 @@ def generate_batches(
                 state = compact(state, host_to_global(keep.astype(np.int32), replicated))
                 rows, stopped = rows[keep], stopped[keep]
         tokens, logprobs = global_to_host(state.tokens), global_to_host(state.logprobs)
+        state = None  # free this batch's KV cache before the next prefill allocates its own
         for row in np.flatnonzero(rows >= 0):
             finished[int(rows[row])] = (tokens[row], logprobs[row])
         results = []
