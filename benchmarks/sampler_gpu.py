@@ -1,0 +1,195 @@
+"""Sampler decode speed on a GPU: ours against the HBM roofline and transformers `generate`.
+
+A random Llama-3.2-1B-shaped model in bfloat16 (16 layers, hidden 2048, 32 heads / 8 KV
+heads, vocab 128256, tied embeddings), random prompts of `--prompt-len` tokens, greedy,
+`--new-tokens` new tokens with no early stop, batches 64 and 256. Three processes run one
+after another (so JAX's and torch's allocators never share the card): one writes the random
+checkpoint, one times HF `generate`, one times ours.
+
+Decode tokens/s = batch x (new tokens - 1) / (time of the whole call - time of a
+prefill-only call), on both sides. The roofline is the time to read, once per step, every
+weight plus the KV cache of the tokens so far (prompt + step, averaged over the steps) at the
+card's memory bandwidth: the datasheet figure, and the copy bandwidth measured here.
+
+    python benchmarks/sampler_gpu.py [--batches 64,256] [--new-tokens 512] [--tiny]
+
+`--tiny` shrinks the model so the script can be smoke-tested on a CPU. Prints one JSON line last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+LLAMA_1B = dict(
+    hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+    num_key_value_heads=8, head_dim=64, vocab_size=128256, tie_word_embeddings=True,
+    rope_theta=500000.0, max_position_embeddings=131072, rms_norm_eps=1e-5,
+    rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
+                  "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
+)
+TINY = dict(LLAMA_1B, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, head_dim=16, vocab_size=512)
+
+# Datasheet HBM bandwidth (bytes/s) by device-name fragment.
+DATASHEET_BW = {"H200": 4.8e12, "H100": 3.35e12, "A100": 2.0e12}
+
+MAKE = r"""
+import json, sys, torch
+from transformers import LlamaConfig, LlamaForCausalLM
+args = json.loads(sys.argv[1])
+torch.manual_seed(0)
+device = "cuda" if torch.cuda.is_available() else "cpu"
+with torch.device(device):
+    model = LlamaForCausalLM(LlamaConfig(**args["shape"], bos_token_id=1, eos_token_id=2, pad_token_id=0)).to(torch.bfloat16)
+model.save_pretrained(args["dir"])
+print(json.dumps({"params": sum(p.numel() for p in model.parameters())}))
+"""
+
+HF = r"""
+import json, sys, time, numpy as np, torch
+from transformers import AutoModelForCausalLM
+args = json.loads(sys.argv[1])
+device = "cuda" if torch.cuda.is_available() else "cpu"
+model = AutoModelForCausalLM.from_pretrained(args["dir"], dtype=torch.bfloat16).to(device).eval()
+model.generation_config.eos_token_id = None
+def sync():
+    if device == "cuda": torch.cuda.synchronize()
+def run(ids, n):
+    sync(); t = time.perf_counter()
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
+                             do_sample=False, pad_token_id=0)
+    sync(); return time.perf_counter() - t, out
+result = {}
+for batch in args["batches"]:
+    ids = torch.tensor(np.random.default_rng(batch).integers(3, args["vocab"], (batch, args["prompt_len"])), device=device)
+    run(ids, 4)  # warm-up
+    prefill, _ = run(ids, 1)
+    total, out = run(ids, args["new_tokens"])
+    assert out.shape[1] == args["prompt_len"] + args["new_tokens"], out.shape
+    result[batch] = {"total_s": total, "prefill_s": prefill,
+                     "decode_tok_s": batch * (args["new_tokens"] - 1) / (total - prefill),
+                     "peak_mem_gb": torch.cuda.max_memory_allocated() / 1e9 if device == "cuda" else None}
+print(json.dumps(result))
+"""
+
+OURS = r"""
+import json, sys, time, numpy as np, jax, jax.numpy as jnp
+from flax import nnx
+from s3ft_jax.models import from_pretrained
+from s3ft_jax.sampling.params import SamplingParams
+from s3ft_jax.sampling.sampler import bucket, decode, generate, prefill
+args = json.loads(sys.argv[1])
+model = from_pretrained(args["dir"], dtype="bfloat16")
+params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+spec = model.spec
+weight_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params))
+greedy = SamplingParams.make()
+no_eos = jnp.asarray([-1], jnp.int32)
+
+def copy_bandwidth():
+    x = jnp.ones((1 << 30,), jnp.bfloat16)  # 2 GiB
+    double = jax.jit(lambda x: x * 2)
+    double(x).block_until_ready()
+    t = time.perf_counter()
+    for _ in range(10): y = double(x)
+    y.block_until_ready()
+    return 10 * 2 * x.size * x.dtype.itemsize / (time.perf_counter() - t)
+
+class NoTextTokenizer:  # the decode-speed run needs ids only
+    pad_token_id, eos_token_id = 0, None
+    def decode(self, ids, skip_special_tokens=True): return ""
+
+def one_run(ids, mask, active, rows, gen_len, n):
+    t0 = time.perf_counter()
+    state = prefill(params, spec, ids, mask, active, rows, jnp.int32(0), greedy, no_eos, gen_len)
+    state.step.block_until_ready(); t1 = time.perf_counter()
+    state = decode(params, spec, state, greedy, no_eos, jnp.int32(n))
+    state.tokens.block_until_ready(); t2 = time.perf_counter()
+    return t1 - t0, t2 - t1, state
+
+result = {"weight_bytes": weight_bytes, "copy_bw": copy_bandwidth(), "device": jax.devices()[0].device_kind}
+cfg = spec.cfg
+kv_bytes_per_token = cfg.num_layers * 2 * cfg.num_kv_heads * cfg.head_dim * 2
+for batch in args["batches"]:
+    P, N = args["prompt_len"], args["new_tokens"]
+    ids = jnp.asarray(np.random.default_rng(batch).integers(3, args["vocab"], (batch, P)), jnp.int32)
+    mask, active = jnp.ones((batch, P), jnp.int32), jnp.ones((batch,), bool)
+    rows = jnp.arange(batch, dtype=jnp.int32)
+    gen_len = bucket(N)
+    t = time.perf_counter(); one_run(ids, mask, active, rows, gen_len, N); compile_s = time.perf_counter() - t
+    pre, dec, state = one_run(ids, mask, active, rows, gen_len, N)
+    assert int(state.step) == N and bool((np.asarray(state.tokens)[:, :N] >= 0).all())
+    prompts = [list(map(int, row)) for row in np.asarray(ids)]
+    generate(model, NoTextTokenizer(), prompts, max_new_tokens=N, batch_size=batch, eos_ids=[])
+    t = time.perf_counter()
+    out = generate(model, NoTextTokenizer(), prompts, max_new_tokens=N, batch_size=batch, eos_ids=[])
+    e2e = time.perf_counter() - t
+    assert all(len(g.token_ids) == N for g in out)
+    kv_avg = batch * (P + N / 2) * kv_bytes_per_token  # KV bytes a step must read, averaged
+    result[batch] = {
+        "compile_s": compile_s - pre - dec, "prefill_s": pre, "decode_s": dec,
+        "decode_tok_s": batch * (N - 1) / dec,
+        "e2e_tok_s": batch * N / e2e,
+        "bytes_per_step_ideal": weight_bytes + kv_avg,
+        "ms_per_step": 1e3 * dec / (N - 1),
+    }
+print(json.dumps(result))
+"""
+
+
+def run(code: str, args: dict, env_extra: dict | None = None) -> dict:
+    import os
+
+    env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", **(env_extra or {}))
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True, env=env)
+    if proc.returncode:
+        sys.exit(f"benchmark process failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--batches", default="64,256")
+    parser.add_argument("--new-tokens", type=int, default=512)
+    parser.add_argument("--prompt-len", type=int, default=128)
+    parser.add_argument("--tiny", action="store_true", help="small model, for a CPU smoke test")
+    parser.add_argument("--skip-hf", action="store_true")
+    a = parser.parse_args()
+    shape = TINY if a.tiny else LLAMA_1B
+    with tempfile.TemporaryDirectory() as tmp:
+        args = {"dir": tmp, "shape": shape, "batches": [int(b) for b in a.batches.split(",")],
+                "new_tokens": a.new_tokens, "prompt_len": a.prompt_len, "vocab": shape["vocab_size"]}
+        made = run(MAKE, args)
+        hf = {} if a.skip_hf else run(HF, args)
+        ours = run(OURS, args)
+    device = ours["device"]
+    datasheet = next((bw for name, bw in DATASHEET_BW.items() if name in device), None)
+    summary = {"device": device, "params": made["params"], "copy_bw_tb_s": round(ours["copy_bw"] / 1e12, 2),
+               "datasheet_bw_tb_s": datasheet and datasheet / 1e12, "prompt_len": a.prompt_len, "new_tokens": a.new_tokens}
+    for batch in args["batches"]:
+        o = ours[str(batch)]
+        row = {"ours_decode_tok_s": round(o["decode_tok_s"]), "ours_e2e_tok_s": round(o["e2e_tok_s"]),
+               "ours_ms_per_step": round(o["ms_per_step"], 3), "ours_compile_s": round(o["compile_s"], 1)}
+        for name, bw in (("datasheet", datasheet), ("measured", ours["copy_bw"])):
+            if bw:
+                roofline = batch / (o["bytes_per_step_ideal"] / bw)
+                row[f"roofline_{name}_tok_s"] = round(roofline)
+                row[f"of_roofline_{name}"] = round(o["decode_tok_s"] / roofline, 3)
+        if hf:
+            h = hf[str(batch)]
+            row["hf_decode_tok_s"] = round(h["decode_tok_s"])
+            row["vs_hf"] = round(o["decode_tok_s"] / h["decode_tok_s"], 2)
+        summary[f"batch_{batch}"] = row
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Judges decide whether a response is correct: numeric match, sandboxed code, LLM/heuristic."""
