@@ -16,13 +16,17 @@ from s3ft_jax.errors import ConfigError, S3FTError
 USAGE = """usage: s3ft COMMAND [--config=FILE[:ARG]] [--config.KEY=VALUE ...]
 
 commands:
-  answer   greedy answer of the model to one task example (the demo)
+  answer   greedy answer of the model to one task example, judged
+  build    Algorithm 1: build the training set D' (own / paraphrase / gold), resumable
+  logprobs log p(target | prompt) of a built set's targets, histogram + means
   generate generate for a JSONL of prompts (--config.generate.input), resumable
   config   print the resolved configuration
 
 examples:
   s3ft answer --config=configs/demo.py
   s3ft answer --config=configs/base.py --config.model.name=/path/to/hf_dir --config.model.dtype=bfloat16
+  s3ft build --config.task.name=gsm8k --config.task.limit=64 --config.workdir=runs/gsm8k
+  s3ft build --config.task.name=mbpp --config.build.method=sdft --config.workdir=runs/mbpp
   s3ft generate --config.generate.input=prompts.jsonl --config.workdir=runs/x --config.sampling.temperature=0.7
 """
 
@@ -66,14 +70,16 @@ def cmd_config(config) -> None:
     print(config)
 
 
-def _load_model(config):
+def load_model_and_tokenizer(config, name: str | None = None):
+    """The configured model (or `name`) on the configured mesh, and its tokenizer."""
     from s3ft_jax.config import mesh_shape
     from s3ft_jax.models import from_pretrained, load_tokenizer
     from s3ft_jax.sharding import make_mesh
 
+    name = name or config.model.name
     mesh = make_mesh(mesh_shape(config))
-    model = from_pretrained(config.model.name, dtype=config.model.dtype, param_dtype=config.model.param_dtype, mesh=mesh)
-    return model, load_tokenizer(config.model.name)
+    model = from_pretrained(name, dtype=config.model.dtype, param_dtype=config.model.param_dtype, mesh=mesh)
+    return model, load_tokenizer(name)
 
 
 def cmd_generate(config) -> None:
@@ -85,7 +91,7 @@ def cmd_generate(config) -> None:
     if not config.generate.input:
         raise ConfigError("set --config.generate.input to a JSONL of prompts")
     output = Path(config.generate.output or Path(config.workdir) / "generations.jsonl")
-    model, tokenizer = _load_model(config)
+    model, tokenizer = load_model_and_tokenizer(config)
     read_prompts(config.generate.input, tokenizer)  # fail on a bad file before any compile
     report = run_queue(model, tokenizer, config.generate.input, output, **sampling_kwargs(config))
     print(
@@ -98,33 +104,78 @@ def cmd_answer(config) -> None:
     import jax
 
     from s3ft_jax.config import sampling_kwargs
+    from s3ft_jax.judges.verdict import Judge
     from s3ft_jax.sampling import generate, render_chat
-    from s3ft_jax.tasks import gsm8k
+    from s3ft_jax.tasks import get_task
     from s3ft_jax.tasks.data import resolve_data_dir
 
-    if config.task.name != "gsm8k":
-        raise ConfigError(f"task.name {config.task.name!r}: the answer command supports gsm8k for now")
-    rows = gsm8k.load_split(resolve_data_dir(config.data.data_dir), config.task.split)
-    if not 0 <= config.task.index < len(rows):
-        raise ConfigError(f"task.index {config.task.index} is outside gsm8k {config.task.split} (0..{len(rows) - 1})")
-    example = rows[config.task.index]
+    task = get_task(config)
+    data_dir = None if task.name == "custom" else resolve_data_dir(config.data.data_dir)
+    examples = task.load(data_dir, config.task.split)
+    if not 0 <= config.task.index < len(examples):
+        raise ConfigError(f"task.index {config.task.index} is outside {task.name} {config.task.split} (0..{len(examples) - 1})")
+    example = examples[config.task.index]
 
     start = time.perf_counter()
-    model, tokenizer = _load_model(config)
+    model, tokenizer = load_model_and_tokenizer(config)
     loaded = time.perf_counter()
 
-    prompt = render_chat(tokenizer, [{"role": "user", "content": gsm8k.PREDICTION_PROMPT.format(question=example["question"])}])
-    (result,) = generate(model, tokenizer, [prompt], **sampling_kwargs(config))
+    prompt = render_chat(tokenizer, [{"role": "user", "content": task.prediction_prompt(example)}])
+    (result,) = generate(model, tokenizer, [prompt], **sampling_kwargs(config, task))
     done = time.perf_counter()
-    answer = result.text.strip()
+    judge = Judge(task, mode="heuristic" if task.judge == "llm" else config.judge.mode, code_timeout_s=config.judge.code_timeout_s)
+    (verdict,) = judge([example], [result.text])
     print(f"model:    {config.model.name} ({model.cfg.architecture}, {config.model.dtype}, {jax.device_count()} {jax.default_backend()} device(s))")
-    print(f"question: {example['question']}")
-    print(f"answer:   {answer}")
-    print(f"gold:     {gsm8k.gold_number(example['answer'])}")
+    print(f"question: {next(iter(example.fields.values()))}")
+    print(f"answer:   {result.text.strip()}")
+    print(f"gold:     {example.reference if task.judge != 'code' else example.gold}")
+    print(f"judged:   {'correct' if verdict.correct else 'incorrect'} ({verdict.detail})")
     print(f"timing:   load {loaded - start:.1f}s, generate {len(result.token_ids)} tokens ({result.finish_reason}) in {done - loaded:.1f}s (compile included)")
 
 
-COMMANDS = {"answer": cmd_answer, "config": cmd_config, "generate": cmd_generate}
+def make_builder(config, progress: bool = True):
+    from pathlib import Path
+
+    from s3ft_jax.models.loading import model_fingerprint
+    from s3ft_jax.s3ft.build import Builder, LazyModel
+    from s3ft_jax.tasks import get_task
+
+    task = get_task(config)
+    model = LazyModel(lambda: load_model_and_tokenizer(config))
+    return Builder(config, task, Path(config.workdir) / "build", model=model, model_id=model_fingerprint(config.model.name), progress=progress)
+
+
+def cmd_build(config) -> None:
+    from pathlib import Path
+
+    from s3ft_jax.s3ft.build import build, format_summary
+
+    builder = make_builder(config)
+    out_dir = Path(config.build.output or config.workdir)
+    result = build(config, config.build.method, stage_dir=Path(config.workdir) / "build", out_dir=out_dir, builder=builder)
+    print(format_summary([result], result.stages))
+
+
+def cmd_logprobs(config) -> None:
+    from pathlib import Path
+
+    from s3ft_jax.s3ft.logprobs import target_logprobs
+
+    dataset = Path(config.logprobs.dataset or Path(config.workdir) / "dataset.jsonl")
+    out_dir = Path(config.logprobs.output or config.workdir)
+    model, tokenizer = load_model_and_tokenizer(config)
+    summary = target_logprobs(model, tokenizer, dataset, out_dir, batch_size=config.logprobs.batch_size)
+    means = ", ".join(f"{k} {v['mean']:.2f} (n={v['count']})" for k, v in summary["sources"].items() if v["count"])
+    print(f"mean log p(target | prompt): {means} -> {out_dir / 'logprobs.json'}, {out_dir / 'logprobs.png'}")
+
+
+COMMANDS = {
+    "answer": cmd_answer,
+    "build": cmd_build,
+    "config": cmd_config,
+    "generate": cmd_generate,
+    "logprobs": cmd_logprobs,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

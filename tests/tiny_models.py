@@ -86,3 +86,31 @@ class IdTokenizer:
 
     def decode(self, ids, skip_special_tokens=False):
         return " ".join(f"t{i}" for i in ids if not (skip_special_tokens and i == self.eos_token_id))
+
+
+CHAT_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "generation_config.json")
+
+
+def make_tiny_chat_model(out_dir: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
+    """A random 2-layer Llama with a real chat tokenizer (copied from `tokenizer_dir`, e.g. the
+    embedded SmolLM2): loadable by name like any HF directory, fast enough for CLI runs."""
+    import json
+    import shutil
+
+    import torch
+    import transformers
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in CHAT_TOKENIZER_FILES:
+        if (Path(tokenizer_dir) / name).exists():
+            shutil.copy(Path(tokenizer_dir) / name, out_dir / name)
+    vocab = json.loads((Path(tokenizer_dir) / "config.json").read_text())["vocab_size"]
+    config = transformers.LlamaConfig(
+        vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=16, tie_word_embeddings=True, max_position_embeddings=2048,
+        bos_token_id=1, eos_token_id=2, pad_token_id=2,
+    )
+    torch.manual_seed(seed)
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(out_dir)
+    return out_dir

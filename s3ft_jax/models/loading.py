@@ -186,3 +186,25 @@ def _gather(x: jax.Array) -> np.ndarray:
 
         return multihost_utils.process_allgather(x, tiled=True)
     return jax.device_get(x)
+
+
+def model_fingerprint(path_or_name: str | os.PathLike) -> dict:
+    """What identifies a checkpoint's behaviour, cheaply: config, tokenizer files, and each
+    weight file's size plus a hash of its first and last MiB (its header names every tensor's
+    dtype, shape and offset). Run stages compare this to decide whether to redo their work."""
+    import hashlib
+
+    path = resolve_model_path(path_or_name)
+    h = hashlib.sha256()
+    for name in sorted(p.name for p in path.iterdir()):
+        file = path / name
+        if not file.is_file() or not (name.endswith((".json", ".jinja", ".safetensors"))):
+            continue
+        size = file.stat().st_size
+        h.update(f"{name}:{size}".encode())
+        with open(file, "rb") as f:
+            h.update(f.read(1 << 20))
+            if size > 2 << 20:
+                f.seek(size - (1 << 20))
+                h.update(f.read())
+    return {"name": str(path_or_name), "digest": h.hexdigest()[:16]}

@@ -13,6 +13,7 @@ Input rows: {"id": ..., "prompt": "rendered text"} or {"id": ..., "messages": [c
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import time
@@ -72,6 +73,12 @@ def read_prompts(path: str | os.PathLike, tokenizer) -> tuple[list[str], list]:
     return ids, prompts
 
 
+def id_seed(prompt_id) -> int:
+    """A stable 31-bit number for a prompt id (the per-prompt sampling key)."""
+    digest = hashlib.sha256(json.dumps(prompt_id).encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
 def read_done(path: Path) -> dict[str, dict]:
     """Results already in the output file, by id; a torn last line (a crash mid-write) is cut."""
     if not path.is_file():
@@ -108,14 +115,20 @@ def run_queue(
     *,
     progress: bool = True,
     after_batch: Callable[[int], None] | None = None,
+    keep_extra: bool = False,
     **generate_kwargs,
 ) -> QueueReport:
-    """Generate for every prompt of `input_path` not yet in `output_path`; see the module doc."""
+    """Generate for every prompt of `input_path` not yet in `output_path`; see the module doc.
+
+    With `keep_extra`, results in the output for ids not in the input are kept (after the
+    input's rows) instead of being an error: stages that grow and shrink their id set share
+    one file of generations.
+    """
     ids, prompts = read_prompts(input_path, tokenizer)
     output = Path(output_path)
     done = read_done(output)
     unknown = set(done) - {json.dumps(i) for i in ids}
-    if unknown:
+    if unknown and not keep_extra:
         raise S3FTError(f"{output} holds results for ids not in {input_path} (e.g. {sorted(unknown)[0]}); use another output path")
     todo = [i for i, pid in enumerate(ids) if json.dumps(pid) not in done]
     writer = jax.process_index() == 0
@@ -129,8 +142,10 @@ def run_queue(
         if writer:
             output.parent.mkdir(parents=True, exist_ok=True)
         with open(output, "a", encoding="utf-8") if writer else open(os.devnull, "w") as out:
-            # Keys follow the position in the input file, not in the remaining list.
-            batches = generate_batches(model, tokenizer, [prompts[i] for i in todo], seed_ids=todo, fixed_batch=True, **generate_kwargs)
+            # Each prompt's key follows its id, not its position: a prompt samples the same
+            # text whichever other prompts share the file or the batch.
+            seed_ids = [id_seed(ids[i]) for i in todo]
+            batches = generate_batches(model, tokenizer, [prompts[i] for i in todo], seed_ids=seed_ids, fixed_batch=True, **generate_kwargs)
             for n, batch in enumerate(batches):
                 lines = []
                 for j, g in batch:
@@ -149,11 +164,12 @@ def run_queue(
     if bar is not None:
         bar.close()
     if writer:
-        _rewrite_in_input_order(output, [done[json.dumps(i)] for i in ids])
+        known = {json.dumps(i) for i in ids}
+        rewrite_in_order(output, [done[json.dumps(i)] for i in ids] + [row for key, row in done.items() if key not in known])
     return QueueReport(len(ids), len(ids) - len(todo), len(todo), tokens, time.perf_counter() - start)
 
 
-def _rewrite_in_input_order(output: Path, rows: list[dict]) -> None:
+def rewrite_in_order(output: Path, rows: list[dict]) -> None:
     tmp = output.with_name(output.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         for row in rows:

@@ -1,16 +1,20 @@
-"""GSM8K: grade-school math with a final number."""
+"""GSM8K: grade-school math; the judge compares final numbers.
+
+Gold solutions are rewritten into the format the prompt asks of the model (no `<<...>>`
+calculator notes, ending "The answer is N."), so gold, paraphrase and own targets look alike.
+"""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
-from s3ft_jax.errors import S3FTError
-from s3ft_jax.tasks.data import read_jsonl
+from s3ft_jax.judges.math import gold_answer, normalize_gold_solution
+from s3ft_jax.tasks.base import Example, Task, TaskPrompts, check_split
+from s3ft_jax.tasks.data import load_table
 
 SPLITS = ("train", "test")
 
-# The paper's prediction/training prompt (S3FT.md), kept as data so configs can override it.
+# The paper's prediction/training prompt (S3FT.md). `{{answer}}` is a literal placeholder.
 PREDICTION_PROMPT = (
     "You are an expert in math. Answer the following question step by step. "
     "Your final answer should be an integer at the end, formatted as: The answer is {{answer}}\n\n"
@@ -18,15 +22,29 @@ PREDICTION_PROMPT = (
 )
 
 
-def load_split(data_dir: Path, split: str) -> list[dict]:
-    if split not in SPLITS:
-        raise S3FTError(f"gsm8k has no split {split!r}: choose from {', '.join(SPLITS)}")
-    return read_jsonl(Path(data_dir) / "gsm8k" / f"{split}.jsonl")
+def load_split(data_dir: Path, split: str, source: str = "") -> list[dict]:
+    check_split("gsm8k", split, SPLITS)
+    return load_table(source or f"gsm8k/{split}.jsonl", data_dir=data_dir, split=split)
 
 
 def gold_number(answer: str) -> str:
     """The number after `####` in a GSM8K gold answer."""
-    match = re.search(r"####\s*(.+)\s*$", answer)
-    if not match:
-        raise S3FTError(f"GSM8K answer without '####': {answer[-60:]!r}")
-    return match.group(1).replace(",", "").strip()
+    return gold_answer(answer)
+
+
+def examples(data_dir: Path, split: str, source: str = "") -> list[Example]:
+    return [
+        Example(f"gsm8k-{split}-{i}", {"question": row["question"]}, normalize_gold_solution(row["answer"]), gold_answer(row["answer"]))
+        for i, row in enumerate(load_split(data_dir, split, source))
+    ]
+
+
+def task(source: str = "") -> Task:
+    return Task(
+        name="gsm8k",
+        judge="numeric",
+        prompts=TaskPrompts(PREDICTION_PROMPT).resolved(),
+        load=lambda data_dir, split: examples(data_dir, split, source),
+        splits=SPLITS,
+        max_new_tokens=256,
+    )

@@ -1,0 +1,116 @@
+"""One entry point for every judge: `Judge(task, ...)(examples, responses) -> [Verdict]`."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Sequence
+
+from s3ft_jax.errors import ConfigError
+from s3ft_jax.judges import text
+from s3ft_jax.tasks.base import Example, Task
+
+LLM_MODES = ("llm", "heuristic", "llm_or_heuristic")
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    correct: bool
+    detail: str = ""
+
+    def to_json(self) -> dict:
+        return {"correct": self.correct, "detail": self.detail}
+
+
+class Judge:
+    """Decides correctness for a task. The LLM judge needs a model and tokenizer (the base
+    model unless `judge.model` names another) and generates through the sampler."""
+
+    def __init__(self, task: Task, *, mode: str = "llm_or_heuristic", code_timeout_s: float = 10.0,
+                 code_workers: int | None = None, model=None, tokenizer=None, llm_max_new_tokens: int = 8,
+                 llm_batch_size: int = 32):
+        if mode not in LLM_MODES:
+            raise ConfigError(f"judge.mode must be one of {', '.join(LLM_MODES)}, got {mode!r}")
+        self.task, self.mode = task, mode
+        self.code_timeout_s, self.code_workers = code_timeout_s, code_workers
+        self.model, self.tokenizer = model, tokenizer
+        self.llm_max_new_tokens, self.llm_batch_size = llm_max_new_tokens, llm_batch_size
+        if task.judge == "code":
+            from s3ft_jax.judges.code import check_sandbox
+
+            check_sandbox()  # refuse before any work if the machine cannot isolate programs
+
+    @property
+    def needs_model(self) -> bool:
+        return self.task.judge == "llm" and self.mode != "heuristic"
+
+    def __call__(self, examples: Sequence[Example], responses: Sequence[str]) -> list[Verdict]:
+        if len(examples) != len(responses):
+            raise ValueError("one response per example")
+        kind = self.task.judge
+        if kind == "numeric":
+            from s3ft_jax.judges.math import extract_answer, is_correct
+
+            return [Verdict(is_correct(r, str(e.reference)), f"answer={extract_answer(r)} gold={e.reference}") for e, r in zip(examples, responses)]
+        if kind == "exact":
+            return [Verdict(text.exact_match(r, e.reference), "normalised exact match") for e, r in zip(examples, responses)]
+        if kind == "regex":
+            return [self._regex(e, r) for e, r in zip(examples, responses)]
+        if kind == "code":
+            return self._code(examples, responses)
+        if kind == "llm":
+            return self._llm(examples, responses)
+        raise ConfigError(f"unknown judge {kind!r}")
+
+    def _regex(self, example: Example, response: str) -> Verdict:
+        pattern = re.compile(self.task.options["regex"])
+        matches = list(pattern.finditer(response))
+        if not matches:
+            return Verdict(False, "pattern not found")
+        last = matches[-1]
+        answer = last.group(1) if pattern.groups else last.group(0)
+        return Verdict(text.exact_match(answer, example.reference), f"answer={answer!r}")
+
+    def _code(self, examples, responses) -> list[Verdict]:
+        from s3ft_jax.judges.code import CodeJob, run_many
+
+        extract = self.task.extract_program or (lambda r: r)
+        jobs = [CodeJob(extract(r), list(e.reference["tests"]), e.reference.get("setup", "")) for e, r in zip(examples, responses)]
+        results = run_many(jobs, workers=self.code_workers, timeout_s=self.code_timeout_s)
+        return [Verdict(res.passed, f"{res.status}: {res.detail}"[:300]) for res in results]
+
+    def _llm(self, examples, responses) -> list[Verdict]:
+        heuristic = [
+            (text.exact_match(r, e.reference), text.contains_answer(r, e.reference), text.f1(r, e.reference))
+            for e, r in zip(examples, responses)
+        ]
+        llm: list[bool | None] = [None] * len(examples)
+        raw: list[str] = [""] * len(examples)
+        if self.mode != "heuristic":
+            llm, raw = self._ask_model(examples, responses)
+        verdicts = []
+        for (em, contains, f1), said, words in zip(heuristic, llm, raw):
+            by_heuristic = em or contains
+            correct = {"llm": bool(said), "heuristic": by_heuristic, "llm_or_heuristic": bool(said) or by_heuristic}[self.mode]
+            verdicts.append(Verdict(correct, f"llm={words.strip()[:20]!r} em={int(em)} contains={int(contains)} f1={f1:.2f}"))
+        return verdicts
+
+    def _ask_model(self, examples, responses) -> tuple[list[bool], list[str]]:
+        from s3ft_jax.sampling import generate, render_chat
+
+        if self.model is None or self.tokenizer is None:
+            raise ConfigError("the llm judge needs a model (judge.mode=heuristic judges without one)")
+        prompts = [
+            render_chat(self.tokenizer, [{"role": "user", "content": self.task.render(
+                self.task.prompts.judge, e, golds=" | ".join(map(str, e.reference)), response=r.strip())}])
+            for e, r in zip(examples, responses)
+        ]
+        out = generate(self.model, self.tokenizer, prompts, max_new_tokens=self.llm_max_new_tokens, batch_size=self.llm_batch_size)
+        said = [parse_yes_no(g.text) for g in out]
+        return said, [g.text for g in out]
+
+
+def parse_yes_no(answer: str) -> bool:
+    """True only for an answer whose first word is yes (anything unclear counts as no)."""
+    words = re.findall(r"[a-z]+", answer.lower())
+    return bool(words) and words[0] in ("yes", "correct", "true")

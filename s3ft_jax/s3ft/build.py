@@ -1,0 +1,299 @@
+"""Algorithm 1 as resumable stages: predict -> judge -> paraphrase failures -> judge -> D'.
+
+    examples         the task's training split (optionally the first `task.limit`)
+    predict          the base model's answers, prediction prompt          (s3ft)
+    judge_predict    their verdicts                                       (s3ft)
+    paraphrase       answers written with the gold shown as a reference   (s3ft: failures; sdft: all)
+    judge_paraphrase meta-text leak check, then the task's judge          (s3ft, sdft)
+    D'               one target per example: own, paraphrase or gold
+
+Stage files live in one directory shared by every method of a run (`<workdir>/build`), so
+`s3ft` and `sdft` reuse each other's paraphrases; each method's D' goes to its own file.
+Every stage resumes after a crash and is redone only when its inputs change (stages.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from s3ft_jax.errors import ConfigError
+from s3ft_jax.judges.verdict import Judge
+from s3ft_jax.s3ft.leaks import meta_text_leak
+from s3ft_jax.s3ft.stages import Stage, atomic_write_jsonl, atomic_write_text, fingerprint, resumable_map
+from s3ft_jax.sampling.queue import read_done
+from s3ft_jax.tasks.base import Example, Task
+
+log = logging.getLogger(__name__)
+
+METHODS = ("sft", "sdft", "s3ft")
+SOURCES = ("own", "paraphrase", "gold")
+
+# (prompts JSONL, output JSONL, keep rows of other ids) -> None. The default runs the
+# resumable generation queue on the base model; tests plug in scripted generators.
+Generator = Callable[[Path, Path, bool], None]
+
+
+@dataclasses.dataclass
+class StageLog:
+    name: str
+    status: str  # ran | resumed | skipped
+    rows: int
+    seconds: float
+
+
+@dataclasses.dataclass
+class BuildResult:
+    method: str
+    dataset: Path
+    stats: dict
+    stages: list[StageLog]
+
+
+class LazyModel:
+    """Loads the base model on first use: a rerun whose stages are all done loads nothing."""
+
+    def __init__(self, load: Callable[[], tuple]):
+        self._load, self._value = load, None
+
+    def get(self) -> tuple:
+        if self._value is None:
+            self._value = self._load()
+        return self._value
+
+
+class Builder:
+    def __init__(self, config, task: Task, stage_dir: Path, *, model: LazyModel, model_id: dict,
+                 generator: Generator | None = None, progress: bool = True):
+        self.config, self.task, self.dir = config, task, Path(stage_dir)
+        self.model, self.model_id, self.progress = model, model_id, progress
+        self.generator = generator or self._generate_with_model
+        self.stages: list[StageLog] = []
+        self._examples: list[Example] | None = None
+        self._judge: Judge | None = None
+
+    # -- inputs -------------------------------------------------------------------------
+
+    def sampling_inputs(self) -> dict:
+        s = self.config.sampling
+        return {"max_new_tokens": self.max_new_tokens, "temperature": s.temperature, "top_p": s.top_p,
+                "top_k": s.top_k if s.temperature > 0 else 0, "stop": list(self.task.stop), "seed": self.config.seed}
+
+    @property
+    def max_new_tokens(self) -> int:
+        return self.config.sampling.max_new_tokens or self.task.max_new_tokens
+
+    def judge_inputs(self) -> dict:
+        j = self.config.judge
+        inputs = {"kind": self.task.judge, "options": dict(self.task.options)}
+        if self.task.judge == "llm":
+            inputs |= {"mode": j.mode, "prompt": self.task.prompts.judge, "max_new_tokens": j.max_new_tokens,
+                       "model": self.model_id if not j.model else j.model}
+        if self.task.judge == "code":
+            inputs |= {"timeout_s": j.code_timeout_s}
+        return inputs
+
+    def examples(self) -> list[Example]:
+        if self._examples is None:
+            from s3ft_jax.tasks.data import resolve_data_dir
+
+            data_dir = None if self.config.task.name == "custom" and not _needs_data_dir(self.config) else resolve_data_dir(self.config.data.data_dir)
+            examples = self.task.load(data_dir, self.config.task.train_split)
+            if self.config.task.limit:
+                examples = examples[: self.config.task.limit]
+            if not examples:
+                raise ConfigError(f"task {self.task.name} split {self.config.task.train_split!r} has no examples")
+            stage = Stage(self.dir, "examples", {"task": self.task.name, "content": fingerprint([e.to_json() for e in examples])})
+            t = time.perf_counter()
+            status = stage.open()
+            if status != "done":
+                atomic_write_jsonl(stage.path("jsonl"), (e.to_json() for e in examples))
+                stage.complete(rows=len(examples))
+            self._log("examples", "skipped" if status == "done" else "ran", len(examples), t)
+            self._examples, self._examples_fp = examples, stage.fingerprint
+        return self._examples
+
+    def judge(self) -> Judge:
+        if self._judge is None:
+            j = self.config.judge
+            model = tokenizer = None
+            if self.task.judge == "llm" and j.mode != "heuristic":
+                if j.model:
+                    from s3ft_jax.cli import load_model_and_tokenizer
+
+                    model, tokenizer = load_model_and_tokenizer(self.config, j.model)
+                else:
+                    model, tokenizer = self.model.get()
+            self._judge = Judge(self.task, mode=j.mode, code_timeout_s=j.code_timeout_s, code_workers=j.code_workers or None,
+                                model=model, tokenizer=tokenizer, llm_max_new_tokens=j.max_new_tokens,
+                                llm_batch_size=self.config.sampling.batch_size)
+        return self._judge
+
+    # -- stages -------------------------------------------------------------------------
+
+    def predictions(self) -> dict[str, dict]:
+        """id -> {text, correct, detail, target} for every example."""
+        examples = self.examples()
+        gen = self._generation_stage("predict", self.task.prompts.prediction, [e.id for e in examples], self.task.prediction_prompt)
+        return self._judged("judge_predict", gen, [e.id for e in examples])
+
+    def paraphrases(self, ids: Sequence[str]) -> dict[str, dict]:
+        gen = self._generation_stage("paraphrase", self.task.prompts.paraphrase, list(ids), self.task.paraphrase_prompt)
+        return self._judged("judge_paraphrase", gen, list(ids), check_leaks=True)
+
+    def _generation_stage(self, name: str, template: str, ids: list[str], render) -> Stage:
+        by_id = {e.id: e for e in self.examples()}
+        stage = Stage(self.dir, name, {"examples": self._examples_fp, "model": self.model_id, "prompt": template,
+                                       "sampling": self.sampling_inputs()})
+        t = time.perf_counter()
+        status = stage.open()
+        output = stage.path("jsonl")
+        done = read_done(output)
+        todo = [i for i in ids if json.dumps(i) not in done]
+        if todo:
+            prompts = stage.path("prompts.jsonl")
+            atomic_write_jsonl(prompts, ({"id": i, "messages": [{"role": "user", "content": render(by_id[i])}]} for i in todo))
+            self.generator(prompts, output, True)
+            prompts.unlink(missing_ok=True)
+            status = "resumed" if status == "resume" or done else "ran"
+        else:
+            status = "skipped" if status == "done" else "resumed"
+        stage.complete(rows=len(read_done(output)))
+        self._log(name, status, len(ids), t)
+        return stage
+
+    def _judged(self, name: str, generation: Stage, ids: list[str], check_leaks: bool = False) -> dict[str, dict]:
+        by_id = {e.id: e for e in self.examples()}
+        generated = read_done(generation.path("jsonl"))
+        stage = Stage(self.dir, name, {"generations": generation.fingerprint, "judge": self.judge_inputs(), "leaks": check_leaks})
+        t = time.perf_counter()
+        status = stage.open()
+        before = len(read_done(stage.path("jsonl")))
+
+        def work(indices: list[int]) -> list[dict]:
+            rows = [generated[json.dumps(ids[n])] for n in indices]
+            texts = [self._as_target(r) for r in rows]
+            leaks = [meta_text_leak(text) if check_leaks else None for text in texts]
+            to_judge = [n for n, leak in enumerate(leaks) if leak is None]
+            verdicts = self.judge()([by_id[rows[n]["id"]] for n in to_judge], [rows[n]["text"] for n in to_judge]) if to_judge else []
+            verdict_of = dict(zip(to_judge, verdicts))
+            out = []
+            for n, row in enumerate(rows):
+                v = verdict_of.get(n)
+                out.append({"id": row["id"], "text": row["text"], "target": texts[n], "finish_reason": row["finish_reason"],
+                            "leak": leaks[n], "correct": bool(v and v.correct),
+                            "detail": v.detail if v else f"meta-text leak: {leaks[n]!r}"})
+            return out
+
+        batch = 64 if self.task.judge in ("code", "llm") else 512
+        rows = resumable_map(stage.path("jsonl"), ids, work, batch_size=batch, desc=name, progress=self.progress, keep_extra=True)
+        stage.complete(rows=len(read_done(stage.path("jsonl"))))
+        ran = len(read_done(stage.path("jsonl"))) - before
+        self._log(name, "skipped" if status == "done" and not ran else ("resumed" if before else "ran"), len(ids), t)
+        return {r["id"]: r for r in rows}
+
+    def _as_target(self, row: dict) -> str:
+        """A generation as a training target: the stop string that cut it is put back (MBPP's
+        [DONE]), so own and paraphrased targets end like the gold ones."""
+        text = row["text"].strip()
+        if row["finish_reason"] == "stop" and self.task.stop:
+            text = f"{text}\n{self.task.stop[0]}"
+        return text
+
+    def _generate_with_model(self, prompts: Path, output: Path, keep_extra: bool) -> None:
+        from s3ft_jax.config import sampling_kwargs
+        from s3ft_jax.sampling.queue import run_queue
+
+        model, tokenizer = self.model.get()
+        kwargs = sampling_kwargs(self.config, self.task)
+        run_queue(model, tokenizer, prompts, output, progress=self.progress, keep_extra=keep_extra, **kwargs)
+
+    def _log(self, name, status, rows, start) -> None:
+        self.stages.append(StageLog(name, status, rows, time.perf_counter() - start))
+
+    # -- Algorithm 1 ----------------------------------------------------------------------
+
+    def dataset(self, method: str) -> list[dict]:
+        if method not in METHODS:
+            raise ConfigError(f"build.method must be one of {', '.join(METHODS)}, got {method!r}")
+        examples = self.examples()
+        predictions = self.predictions() if method == "s3ft" else {}
+        if method == "s3ft":
+            need = [e.id for e in examples if not predictions[e.id]["correct"]]
+        elif method == "sdft":
+            need = [e.id for e in examples]
+        else:
+            need = []
+        paraphrases = self.paraphrases(need) if need else {}
+        rows = []
+        for e in examples:
+            pred, para = predictions.get(e.id), paraphrases.get(e.id)
+            if pred and pred["correct"]:
+                source, target = "own", pred["target"]
+            elif para and para["correct"]:
+                source, target = "paraphrase", para["target"]
+            else:
+                source, target = "gold", e.gold
+            rows.append({
+                "id": e.id, "prompt": self.task.training_prompt(e), "target": target, "source": source, "gold": e.gold,
+                "prediction": pred and pred["text"], "prediction_correct": pred and pred["correct"],
+                "prediction_detail": pred and pred["detail"],
+                "paraphrase": para and para["text"], "paraphrase_correct": para and para["correct"],
+                "paraphrase_leak": para and para["leak"], "paraphrase_detail": para and para["detail"],
+            })
+        return rows
+
+
+def dataset_stats(method: str, rows: list[dict]) -> dict:
+    counts = Counter(r["source"] for r in rows)
+    total = len(rows)
+    judged_pred = [r for r in rows if r["prediction_correct"] is not None]
+    judged_para = [r for r in rows if r["paraphrase_correct"] is not None]
+    return {
+        "method": method,
+        "examples": total,
+        "counts": {s: counts.get(s, 0) for s in SOURCES},
+        "share": {s: round(counts.get(s, 0) / total, 4) for s in SOURCES},
+        "prediction_accuracy": round(sum(r["prediction_correct"] for r in judged_pred) / len(judged_pred), 4) if judged_pred else None,
+        "paraphrases": len(judged_para),
+        "paraphrase_pass_rate": round(sum(r["paraphrase_correct"] for r in judged_para) / len(judged_para), 4) if judged_para else None,
+        "paraphrase_leaks": sum(1 for r in judged_para if r["paraphrase_leak"]),
+    }
+
+
+def write_dataset(method: str, rows: list[dict], out_dir: Path) -> tuple[Path, dict]:
+    """D' and its stats, each written atomically (a crash leaves the old file or the new)."""
+    out_dir = Path(out_dir)
+    stats = dataset_stats(method, rows)
+    atomic_write_jsonl(out_dir / "dataset.jsonl", rows)
+    atomic_write_text(out_dir / "stats.json", json.dumps(stats, indent=1) + "\n")
+    return out_dir / "dataset.jsonl", stats
+
+
+def build(config, method: str, *, stage_dir: Path, out_dir: Path, builder: Builder) -> BuildResult:
+    rows = builder.dataset(method)
+    path, stats = write_dataset(method, rows, out_dir)
+    return BuildResult(method, path, stats, list(builder.stages))
+
+
+def _needs_data_dir(config) -> bool:
+    custom = config.task.custom
+    return any(p and not p.startswith(("/", "hf:", "tfds:")) for p in (custom.train, custom.test))
+
+
+def format_summary(results: Sequence[BuildResult], stages: Sequence[StageLog]) -> str:
+    lines = ["stage              status     rows   seconds"]
+    for s in stages:
+        lines.append(f"{s.name:<18} {s.status:<8} {s.rows:>6} {s.seconds:>9.1f}")
+    lines.append("")
+    lines.append("method  examples   own          paraphrase   gold         D'")
+    for r in results:
+        c, sh = r.stats["counts"], r.stats["share"]
+        cells = "  ".join(f"{c[s]:>5} ({100 * sh[s]:4.1f}%)" for s in SOURCES)
+        lines.append(f"{r.method:<7} {r.stats['examples']:>8}   {cells}  {r.dataset}")
+    return "\n".join(lines)

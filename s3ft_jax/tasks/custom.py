@@ -1,0 +1,65 @@
+"""A task from configuration alone: the user's JSONL/CSV, field names and a judge type.
+
+    --config.task.name=custom --config.task.custom.train=my/train.jsonl
+    --config.task.custom.test=my/test.jsonl --config.task.custom.judge=exact
+
+Every string field of a row is a prompt template field; `{prompt}` is the `prompt_field`.
+The gold target is `target_field` when given (a full worked answer), else the answer itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from s3ft_jax.errors import ConfigError, S3FTError
+from s3ft_jax.tasks import mbpp
+from s3ft_jax.tasks.base import JUDGES, Example, Task, TaskPrompts
+from s3ft_jax.tasks.data import load_table
+
+DEFAULT_PROMPT = "{prompt}"
+
+
+def examples(custom, data_dir: Path | None, split: str) -> list[Example]:
+    source = {"train": custom.train, "test": custom.test}.get(split, "")
+    if not source:
+        raise ConfigError(f"custom task: set --config.task.custom.{split} to a JSONL/CSV file (or hf:NAME, tfds:NAME)")
+    rows = load_table(source, data_dir=data_dir, split=split)
+    out = []
+    for i, row in enumerate(rows):
+        for field in (custom.prompt_field, custom.answer_field):
+            if field not in row:
+                raise S3FTError(f"{source}: row {i + 1} has no field {field!r} (fields: {', '.join(sorted(row))})")
+        fields = {k: v for k, v in row.items() if isinstance(v, str)}
+        fields["prompt"] = str(row[custom.prompt_field])
+        answer = row[custom.answer_field]
+        answers = [str(a) for a in answer] if isinstance(answer, list) else [str(answer)]
+        gold = str(row[custom.target_field]) if custom.target_field else answers[0]
+        if custom.judge == "code":
+            tests = row.get(custom.tests_field)
+            if not isinstance(tests, list) or not tests:
+                raise S3FTError(f"{source}: row {i + 1}: the code judge needs a non-empty list in {custom.tests_field!r}")
+            reference = {"tests": tests, "setup": str(row.get(custom.setup_field, "") or "")}
+        elif custom.judge == "numeric":
+            reference = answers[0]
+        else:
+            reference = answers
+        out.append(Example(str(row.get(custom.id_field, f"custom-{split}-{i}")), fields, gold, reference))
+    return out
+
+
+def task(custom) -> Task:
+    if custom.judge not in JUDGES:
+        raise ConfigError(f"task.custom.judge must be one of {', '.join(JUDGES)}, got {custom.judge!r}")
+    if custom.judge == "regex" and not custom.regex:
+        raise ConfigError("task.custom.judge=regex needs --config.task.custom.regex (the answer pattern)")
+    return Task(
+        name="custom",
+        judge=custom.judge,
+        prompts=TaskPrompts(DEFAULT_PROMPT).resolved(),
+        load=lambda data_dir, split: examples(custom, data_dir, split),
+        splits=("train", "test"),
+        max_new_tokens=256,
+        stop=tuple(custom.stop),
+        extract_program=mbpp.extract_program if custom.judge == "code" else None,
+        options={"regex": custom.regex},
+    )

@@ -1,0 +1,273 @@
+"""Algorithm 1 (`s3ft build`): targets follow the verdicts, stages resume and never duplicate."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from s3ft_jax import cli
+from s3ft_jax.config import base_config
+from s3ft_jax.judges.verdict import Judge
+from s3ft_jax.s3ft.build import Builder, LazyModel, build
+from s3ft_jax.s3ft.leaks import meta_text_leak
+from s3ft_jax.tasks import get_task
+from s3ft_jax.tasks.base import Example
+from tests.conftest import shared_data_dir
+from tests.tiny_models import make_tiny_chat_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_config(task: str, limit: int, **overrides):
+    config = base_config()
+    config.task.name = task
+    config.task.limit = limit
+    config.data.data_dir = str(shared_data_dir())
+    for key, value in overrides.items():
+        node = config
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return config
+
+
+def correct_text(task: str, ex: dict) -> str:
+    if task == "gsm8k":
+        return f"Let me think.\nThe answer is {ex['reference']}."
+    return ex["gold"].removesuffix("[DONE]")  # the sampler cuts the stop string
+
+
+def wrong_text(task: str, ex: dict) -> str:
+    if task == "gsm8k":
+        return f"The answer is {int(float(ex['reference'])) + 1}."
+    return "[BEGIN]\ndef nothing():\n    return None\n"
+
+
+class Scripted:
+    """A generator that answers by id: right or wrong, leaking meta-text for some paraphrases.
+    It checks the prompts it gets: predictions never see the gold, paraphrases always do."""
+
+    def __init__(self, stage_dir: Path, task: str, right: dict[str, set], leak: set, crash_after: int | None = None):
+        self.stage_dir, self.task, self.right, self.leak = stage_dir, task, right, leak
+        self.crash_after = crash_after
+        self.calls: list[tuple[str, int]] = []
+
+    def __call__(self, prompts: Path, output: Path, keep_extra: bool) -> None:
+        examples = {json.loads(l)["id"]: json.loads(l) for l in (self.stage_dir / "examples.jsonl").read_text().splitlines()}
+        stage = output.name.split(".")[0]
+        rows = [json.loads(l) for l in prompts.read_text().splitlines()]
+        self.calls.append((stage, len(rows)))
+        with open(output, "a") as f:
+            for n, row in enumerate(rows):
+                if self.crash_after is not None and n == self.crash_after:
+                    f.write('{"id": "torn')  # a half-written line, as a kill mid-write leaves
+                    f.flush()
+                    raise KeyboardInterrupt("injected crash")
+                ex = examples[row["id"]]
+                content = row["messages"][0]["content"]
+                assert (ex["gold"] in content) == (stage == "paraphrase")
+                text = correct_text(self.task, ex) if row["id"] in self.right[stage] else wrong_text(self.task, ex)
+                if stage == "paraphrase" and row["id"] in self.leak:
+                    text = "Using the reference answer as a guide:\n" + correct_text(self.task, ex)
+                finish = "stop" if self.task == "mbpp" else "eos"
+                f.write(json.dumps({"id": row["id"], "text": text, "finish_reason": finish, "token_ids": [1, 2]}) + "\n")
+
+
+def no_model():
+    raise AssertionError("these stages must not load a model")
+
+
+def make_builder(config, stage_dir, generator):
+    return Builder(config, get_task(config), stage_dir, model=LazyModel(no_model), model_id={"name": "scripted"},
+                   generator=generator, progress=False)
+
+
+def script_for(task: str, ids: list[str]) -> tuple[dict, set]:
+    right = {"predict": set(ids[::3]), "paraphrase": set(ids[::2])}
+    leak = {ids[2], ids[4]}  # wrong predictions whose paraphrase is right but leaks
+    return right, leak
+
+
+@pytest.mark.parametrize("task,limit", [("gsm8k", 16), ("mbpp", 8)])
+def test_targets_follow_the_verdicts_for_every_method(task, limit, tmp_path):
+    config = make_config(task, limit)
+    t = get_task(config)
+    examples = t.load(shared_data_dir(), "train")[:limit]
+    ids = [e.id for e in examples]
+    right, leak = script_for(task, ids)
+    stage_dir = tmp_path / "build"
+    generator = Scripted(stage_dir, task, right, leak)
+    builder = make_builder(config, stage_dir, generator)
+    results = {m: build(config, m, stage_dir=stage_dir, out_dir=tmp_path / m, builder=builder) for m in ("s3ft", "sdft", "sft")}
+
+    judge = Judge(t)
+    by_id = {e.id: e for e in examples}
+    for method, result in results.items():
+        rows = [json.loads(l) for l in result.dataset.read_text().splitlines()]
+        assert [r["id"] for r in rows] == ids
+        counts = result.stats["counts"]
+        assert sum(counts.values()) == limit == result.stats["examples"]
+        assert json.loads((tmp_path / method / "stats.json").read_text()) == result.stats
+        for r in rows:
+            ex = by_id[r["id"]]
+            assert r["prompt"] == t.training_prompt(ex) and r["gold"] == ex.gold
+            if method == "sft":
+                assert r["source"] == "gold" and r["prediction"] is None and r["paraphrase"] is None
+            predicted_right = method == "s3ft" and r["id"] in right["predict"]
+            paraphrased = method == "sdft" or (method == "s3ft" and not predicted_right)
+            paraphrase_ok = paraphrased and r["id"] in right["paraphrase"] and r["id"] not in leak
+            expected = "own" if predicted_right else "paraphrase" if paraphrase_ok else "gold"
+            assert r["source"] == expected, (method, r["id"])
+            assert (r["paraphrase"] is not None) == paraphrased
+            if paraphrased and r["id"] in leak:
+                assert r["paraphrase_leak"] and not r["paraphrase_correct"]
+            # Independently re-judged: own and paraphrase targets are correct, leak-free, and
+            # MBPP targets end with [DONE] like the gold ones.
+            if r["source"] in ("own", "paraphrase"):
+                assert judge([ex], [r["target"]])[0].correct and meta_text_leak(r["target"]) is None
+            if task == "mbpp":
+                assert r["target"].endswith("[DONE]")
+            if r["source"] == "gold":
+                assert r["target"] == ex.gold
+    # s3ft paraphrased only its failures, and sdft then paraphrased only what was missing.
+    n_fail = limit - len(right["predict"])
+    assert generator.calls == [("predict", limit), ("paraphrase", n_fail), ("paraphrase", limit - n_fail)]
+    s3ft = results["s3ft"].stats
+    assert s3ft["counts"]["own"] == len(right["predict"])
+    assert s3ft["prediction_accuracy"] == round(len(right["predict"]) / limit, 4)
+
+
+def test_rerun_skips_finished_stages_and_redoes_changed_ones(tmp_path):
+    config = make_config("gsm8k", 12)
+    stage_dir = tmp_path / "build"
+    ids = [e.id for e in get_task(config).load(shared_data_dir(), "train")[:12]]
+    right, leak = script_for("gsm8k", ids)
+    first = build(config, "s3ft", stage_dir=stage_dir, out_dir=tmp_path, builder=make_builder(config, stage_dir, Scripted(stage_dir, "gsm8k", right, leak)))
+    dataset = first.dataset.read_bytes()
+
+    def refuse(*args):
+        raise AssertionError("a finished stage generated again")
+
+    again = build(config, "s3ft", stage_dir=stage_dir, out_dir=tmp_path, builder=make_builder(config, stage_dir, refuse))
+    assert {s.name: s.status for s in again.stages} == {n: "skipped" for n in ("examples", "predict", "judge_predict", "paraphrase", "judge_paraphrase")}
+    assert again.dataset.read_bytes() == dataset
+
+    # A new prediction prompt invalidates the predictions (and everything judged from them):
+    # they are redone, and the old files are kept under stale/, not deleted.
+    config.task.prompts.prediction = "Solve: {question}"
+    generator = Scripted(stage_dir, "gsm8k", {"predict": set(ids), "paraphrase": set()}, set())
+    changed = build(config, "s3ft", stage_dir=stage_dir, out_dir=tmp_path, builder=make_builder(config, stage_dir, generator))
+    assert generator.calls == [("predict", 12)]
+    assert changed.stats["counts"]["own"] == 12
+    stale = list((stage_dir / "stale").iterdir())
+    assert {p.name.split("-")[0] for p in stale} == {"predict", "judge_predict"}
+    assert all((p / f"{p.name.split('-')[0]}.jsonl").is_file() for p in stale)
+
+
+@pytest.mark.parametrize("crash_stage", ["predict", "paraphrase"])
+def test_crash_mid_stage_then_rerun_gives_the_uninterrupted_result(crash_stage, tmp_path):
+    config = make_config("gsm8k", 12)
+    ids = [e.id for e in get_task(config).load(shared_data_dir(), "train")[:12]]
+    right, leak = script_for("gsm8k", ids)
+
+    clean_dir = tmp_path / "clean"
+    clean = build(config, "s3ft", stage_dir=clean_dir / "build", out_dir=clean_dir,
+                  builder=make_builder(config, clean_dir / "build", Scripted(clean_dir / "build", "gsm8k", right, leak)))
+
+    run_dir = tmp_path / "crashed"
+
+    class CrashOnce(Scripted):
+        def __call__(self, prompts, output, keep_extra):
+            self.crash_after = 3 if output.name.startswith(crash_stage) else None
+            return super().__call__(prompts, output, keep_extra)
+
+    crashing = CrashOnce(run_dir / "build", "gsm8k", right, leak)
+    with pytest.raises(KeyboardInterrupt):
+        build(config, "s3ft", stage_dir=run_dir / "build", out_dir=run_dir, builder=make_builder(config, run_dir / "build", crashing))
+    assert not (run_dir / "dataset.jsonl").exists()
+    generator = Scripted(run_dir / "build", "gsm8k", right, leak)
+    resumed = build(config, "s3ft", stage_dir=run_dir / "build", out_dir=run_dir, builder=make_builder(config, run_dir / "build", generator))
+    done_before = 3
+    crashed_size = 12 if crash_stage == "predict" else 12 - len(right["predict"])
+    assert (crash_stage, crashed_size - done_before) in generator.calls  # only the rest was generated
+    assert resumed.dataset.read_bytes() == clean.dataset.read_bytes()
+    for name in ("predict", "judge_predict", "paraphrase", "judge_paraphrase"):
+        assert (run_dir / "build" / f"{name}.jsonl").read_bytes() == (clean_dir / "build" / f"{name}.jsonl").read_bytes()
+
+
+def test_kill_9_during_generation_then_rerun_matches_an_uninterrupted_run(embedded_home, tmp_path):
+    """A real `kill -9` of `s3ft build` while predictions are being written."""
+    from s3ft_jax.models import resolve_model_path
+
+    model_dir = make_tiny_chat_model(tmp_path / "tiny", resolve_model_path("smollm2-135m-instruct"))
+    args = ["build", f"--config.model.name={model_dir}", "--config.task.limit=8", "--config.sampling.batch_size=1",
+            "--config.sampling.max_new_tokens=24", f"--config.data.data_dir={shared_data_dir()}", "--config.mesh.fsdp=1"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), S3FT_LOG_LEVEL="WARNING")
+    env["XLA_FLAGS"] = ""  # one device: the build runs as a user runs it
+
+    def run(workdir: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "s3ft_jax.cli", *args, f"--config.workdir={workdir}"],
+                              env=env, capture_output=True, text=True, timeout=600)
+
+    clean = run(tmp_path / "clean")
+    assert clean.returncode == 0, clean.stderr[-2000:]
+
+    workdir = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "s3ft_jax.cli", *args, f"--config.workdir={workdir}"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    predictions = workdir / "build" / "predict.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if predictions.exists() and predictions.read_text().count("\n") >= 2:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "build finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    written = predictions.read_text().count("\n")
+    assert 2 <= written < 8
+    resumed = run(workdir)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed" in resumed.stdout
+    assert (workdir / "dataset.jsonl").read_bytes() == (tmp_path / "clean" / "dataset.jsonl").read_bytes()
+    rows = [json.loads(l) for l in (workdir / "build" / "predict.jsonl").read_text().splitlines()]
+    assert len(rows) == len({r["id"] for r in rows}) == 8
+
+
+def test_cli_build_errors_are_one_line(tmp_path, capsys):
+    assert cli.main(["build", "--config.build.method=rft", f"--config.workdir={tmp_path}"]) == 2
+    assert "build.method must be" in capsys.readouterr().err
+    bad = ["build", "--config.task.name=custom", "--config.task.custom.train=nope.jsonl", f"--config.workdir={tmp_path}",
+           f"--config.data.data_dir={tmp_path}", "--config.model.name=smollm2-135m-instruct"]
+    assert cli.main(bad) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "nope.jsonl" in err
+
+
+def test_custom_task_from_config(tmp_path):
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps({"id": f"q{i}", "prompt": f"What is {i} + {i}?", "answer": str(2 * i)}) + "\n" for i in range(6)))
+    config = make_config("custom", 0, **{"task.custom.train": str(data), "task.custom.judge": "numeric",
+                                         "task.prompts.prediction": "Compute. {prompt}"})
+    t = get_task(config)
+    examples = t.load(None, "train")
+    assert [e.id for e in examples] == [f"q{i}" for i in range(6)]
+    assert t.prediction_prompt(examples[2]) == "Compute. What is 2 + 2?"
+    assert [v.correct for v in Judge(t)(examples[2:4], ["It is 4.", "It is 7."])] == [True, False]
+    config.task.custom.judge = "regex"
+    config.task.custom.regex = r"ANSWER: (\w+)"
+    t = get_task(config)
+    assert [v.correct for v in Judge(t)(examples[:3], ["ANSWER: 0", "answer 2", "ANSWER: 5 ... ANSWER: 4"])] == [True, False, True]
+
+
+def test_bad_prompt_template_names_the_missing_field():
+    config = make_config("gsm8k", 1, **{"task.prompts.prediction": "Solve {problem}"})
+    t = get_task(config)
+    with pytest.raises(Exception, match=r"\{problem\}.*question"):
+        t.prediction_prompt(Example("x", {"question": "q"}, "g", "1"))
