@@ -16,6 +16,8 @@ from s3ft_jax.errors import ConfigError, S3FTError
 USAGE = """usage: s3ft COMMAND [--config=FILE[:ARG]] [--config.KEY=VALUE ...]
 
 commands:
+  run      the whole pipeline for run.methods (base, sft, sdft, s3ft) and a report
+  report   rewrite report.md/.html from a run directory
   answer   greedy answer of the model to one task example, judged
   build    Algorithm 1: build the training set D' (own / paraphrase / gold), resumable
   logprobs log p(target | prompt) of a built set's targets, histogram + means
@@ -169,8 +171,30 @@ def cmd_logprobs(config) -> None:
     print(f"mean log p(target | prompt): {means} -> {out_dir / 'logprobs.json'}, {out_dir / 'logprobs.png'}")
 
 
+def cmd_run(config) -> None:
+    from s3ft_jax.pipeline import run_pipeline
+    from s3ft_jax.report import print_tables
+
+    start = time.perf_counter()
+    report = run_pipeline(config)
+    print(print_tables(report.parent, list(config.run.methods)))
+    print(f"\nreport: {report} and {report.with_suffix('.html')} ({time.perf_counter() - start:.0f}s)")
+
+
+def cmd_report(config) -> None:
+    from pathlib import Path
+
+    from s3ft_jax.report import print_tables, write_report
+
+    report = write_report(Path(config.workdir), list(config.run.methods))
+    print(print_tables(report.parent, list(config.run.methods)))
+    print(f"\nreport: {report}")
+
+
 COMMANDS = {
     "answer": cmd_answer,
+    "report": cmd_report,
+    "run": cmd_run,
     "build": cmd_build,
     "config": cmd_config,
     "generate": cmd_generate,

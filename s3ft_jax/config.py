@@ -79,6 +79,18 @@ def base_config() -> ml_collections.ConfigDict:
     c.build.method = "s3ft"  # s3ft | sdft | sft
     c.build.output = ""  # directory for dataset.jsonl + stats.json (default: workdir)
 
+    # `s3ft run`: build, train and evaluate each method on the same data and settings.
+    c.run = ml_collections.ConfigDict()
+    c.run.methods = ("base", "sft", "sdft", "s3ft")
+
+    # Evaluation: in-domain (task.test_split, greedy, judged) and generalization benchmarks.
+    c.eval = ml_collections.ConfigDict()
+    c.eval.limit = 0  # first N test examples (0: all)
+    c.eval.benchmarks = ("mmlu", "truthfulqa_mc1", "truthfulqa_mc2", "hellaswag", "arc_easy", "arc_challenge", "winogrande", "piqa", "boolq")
+    c.eval.benchmark_limit = 0  # first N questions of each benchmark (0: all)
+    c.eval.mmlu_per_subject = 0  # > 0: a stratified MMLU subset, the first k questions per subject
+    c.eval.batch_size = 16
+
     # `s3ft logprobs`: log p(target | prompt) of a built set's gold/paraphrase/own targets.
     c.logprobs = ml_collections.ConfigDict()
     c.logprobs.dataset = ""  # default: <workdir>/dataset.jsonl
@@ -121,6 +133,11 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         raise ConfigError(f"sampling.max_new_tokens must be positive (or 0 for the task default), got {sampling.max_new_tokens}")
     if config.task.limit < 0:
         raise ConfigError(f"task.limit must be >= 0, got {config.task.limit}")
+    unknown = sorted(set(config.run.methods) - {"base", "sft", "sdft", "s3ft"})
+    if unknown or not config.run.methods:
+        raise ConfigError(f"run.methods takes base, sft, sdft, s3ft; got {tuple(config.run.methods)!r}")
+    if config.eval.limit < 0 or config.eval.benchmark_limit < 0 or config.eval.mmlu_per_subject < 0 or config.eval.batch_size <= 0:
+        raise ConfigError("eval.limit, eval.benchmark_limit and eval.mmlu_per_subject must be >= 0, eval.batch_size > 0")
     if config.build.method not in ("s3ft", "sdft", "sft"):
         raise ConfigError(f"build.method must be s3ft, sdft or sft, got {config.build.method!r}")
     if config.judge.mode not in ("llm", "heuristic", "llm_or_heuristic"):

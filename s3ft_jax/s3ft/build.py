@@ -69,8 +69,12 @@ class LazyModel:
 
 class Builder:
     def __init__(self, config, task: Task, stage_dir: Path, *, model: LazyModel, model_id: dict,
-                 generator: Generator | None = None, progress: bool = True):
+                 generator: Generator | None = None, progress: bool = True, split: str | None = None,
+                 limit: int | None = None):
         self.config, self.task, self.dir = config, task, Path(stage_dir)
+        # Evaluation reuses the predict/judge stages on the test split.
+        self.split = split or config.task.train_split
+        self.limit = config.task.limit if limit is None else limit
         self.model, self.model_id, self.progress = model, model_id, progress
         self.generator = generator or self._generate_with_model
         self.stages: list[StageLog] = []
@@ -103,11 +107,11 @@ class Builder:
             from s3ft_jax.tasks.data import resolve_data_dir
 
             data_dir = None if self.config.task.name == "custom" and not _needs_data_dir(self.config) else resolve_data_dir(self.config.data.data_dir)
-            examples = self.task.load(data_dir, self.config.task.train_split)
-            if self.config.task.limit:
-                examples = examples[: self.config.task.limit]
+            examples = self.task.load(data_dir, self.split)
+            if self.limit:
+                examples = examples[: self.limit]
             if not examples:
-                raise ConfigError(f"task {self.task.name} split {self.config.task.train_split!r} has no examples")
+                raise ConfigError(f"task {self.task.name} split {self.split!r} has no examples")
             stage = Stage(self.dir, "examples", {"task": self.task.name, "content": fingerprint([e.to_json() for e in examples])})
             t = time.perf_counter()
             status = stage.open()
