@@ -18,12 +18,16 @@ USAGE = """usage: s3ft COMMAND [--config=FILE[:ARG]] [--config.KEY=VALUE ...]
 commands:
   answer   greedy answer of the model to one task example (the demo)
   generate generate for a JSONL of prompts (--config.generate.input), resumable
+  train    fine-tune (LoRA or full) on a JSONL of prompt/target rows, resumable
+  export   write the trained model (LoRA merged) as a Hugging Face directory
   config   print the resolved configuration
 
 examples:
   s3ft answer --config=configs/demo.py
   s3ft answer --config=configs/base.py --config.model.name=/path/to/hf_dir --config.model.dtype=bfloat16
   s3ft generate --config.generate.input=prompts.jsonl --config.workdir=runs/x --config.sampling.temperature=0.7
+  s3ft train --config.workdir=runs/x --config.train.dataset=runs/x/dataset.jsonl --config.lora.enabled=False
+  s3ft export --config.workdir=runs/x --config.export.output=runs/x/hf
 """
 
 
@@ -124,7 +128,24 @@ def cmd_answer(config) -> None:
     print(f"timing:   load {loaded - start:.1f}s, generate {len(result.token_ids)} tokens ({result.finish_reason}) in {done - loaded:.1f}s (compile included)")
 
 
-COMMANDS = {"answer": cmd_answer, "config": cmd_config, "generate": cmd_generate}
+def cmd_train(config) -> None:
+    from s3ft_jax.training import train
+
+    result = train(config)
+    loss = "n/a" if result.final_loss is None else f"{result.final_loss:.4f}"
+    saved = result.adapter_path or result.checkpoint_dir
+    print(f"{result.method} fine-tuning: {result.steps} steps, final loss {loss}; metrics {result.metrics_path}; weights {saved}")
+
+
+def cmd_export(config) -> None:
+    from s3ft_jax.training import export
+
+    print(f"exported to {export(config)}")
+
+
+COMMANDS = {
+    "answer": cmd_answer, "config": cmd_config, "generate": cmd_generate, "train": cmd_train, "export": cmd_export,
+}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
