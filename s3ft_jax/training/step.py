@@ -140,6 +140,10 @@ lm_head_loss.defvjp(_lm_head_fwd, _lm_head_bwd)
 # The step.
 
 
+def _global_norm(tree) -> jax.Array:
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
+
+
 @dataclasses.dataclass(frozen=True)
 class StepSpec:
     forward: ForwardSpec
@@ -179,7 +183,7 @@ def train_step(state: dict, frozen: dict, batch: dict, *, spec: StepSpec, tx: op
         zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
         (loss, grads), _ = jax.lax.scan(micro, (jnp.zeros((), jnp.float32), zeros), (batch, jnp.arange(spec.grad_accum)))
 
-    grad_norm = optax.global_norm(grads)
+    grad_norm = _global_norm(grads)
     updates, opt_state = tx.update(grads, state["opt_state"], params)
     new_state = {"step": state["step"] + 1, "params": optax.apply_updates(params, updates), "opt_state": opt_state, "rng": state["rng"]}
     metrics = {"loss": loss, "grad_norm": grad_norm, "learning_rate": lr(state["step"]), "trained_tokens": jnp.sum(batch["weights"])}
