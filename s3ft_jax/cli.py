@@ -138,9 +138,9 @@ def cmd_train(config) -> None:
 
 
 def cmd_export(config) -> None:
-    from s3ft_jax.training import export
+    from s3ft_jax.training import export_hf
 
-    print(f"exported to {export(config)}")
+    print(f"exported to {export_hf(config)}")
 
 
 COMMANDS = {

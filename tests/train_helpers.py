@@ -50,7 +50,7 @@ def words(ids) -> str:
     return " ".join(f"w{i}" for i in ids)
 
 
-def write_dataset(path: Path, n: int, *, seed: int = 0, prompt_len=(4, 12), target_len=(6, 20)) -> list[dict]:
+def write_dataset(path: Path, n: int, *, seed: int = 0, prompt_len=(2, 6), target_len=(3, 8)) -> list[dict]:
     rng = np.random.RandomState(seed)
     rows = []
     for i in range(n):

@@ -1,6 +1,6 @@
 """Fine-tuning: LoRA or full, optax on a mesh, Orbax checkpoints with exact resume, HF export.
 
-    from s3ft_jax.training import train, export
+    from s3ft_jax.training import train, export_hf
     result = train(config, "runs/x/dataset.jsonl", Path("runs/x/sft"))
 
 Names are imported lazily, so `s3ft_jax.training.step` (the jitted step) loads with jax,
@@ -12,7 +12,7 @@ from __future__ import annotations
 _EXPORTS = {
     "train": "s3ft_jax.training.loop",
     "TrainResult": "s3ft_jax.training.loop",
-    "export": "s3ft_jax.training.export",
+    "export_hf": "s3ft_jax.training.export",
     "load_trained": "s3ft_jax.training.export",
     "LoraConfig": "s3ft_jax.training.lora",
 }

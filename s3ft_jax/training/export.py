@@ -56,7 +56,7 @@ def _only_model_keys(params: dict, like: dict) -> dict:
     return {k: _only_model_keys(params[k], v) if isinstance(v, dict) else params[k] for k, v in like.items()}
 
 
-def export(config, output: str | Path | None = None, workdir: str | Path | None = None, *, mesh=None) -> Path:
+def export_hf(config, output: str | Path | None = None, workdir: str | Path | None = None, *, mesh=None) -> Path:
     """Write the trained model (LoRA merged) as an HF directory: config.json, safetensors, tokenizer."""
     from s3ft_jax.models import resolve_model_path, save_pretrained
 
