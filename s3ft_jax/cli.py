@@ -22,6 +22,8 @@ commands:
   build    Algorithm 1: build the training set D' (own / paraphrase / gold), resumable
   logprobs log p(target | prompt) of a built set's targets, histogram + means
   generate generate for a JSONL of prompts (--config.generate.input), resumable
+  train    fine-tune (LoRA or full) on a JSONL of prompt/target rows, resumable
+  export   write the trained model (LoRA merged) as a Hugging Face directory
   config   print the resolved configuration
 
 examples:
@@ -30,6 +32,8 @@ examples:
   s3ft build --config.task.name=gsm8k --config.task.limit=64 --config.workdir=runs/gsm8k
   s3ft build --config.task.name=mbpp --config.build.method=sdft --config.workdir=runs/mbpp
   s3ft generate --config.generate.input=prompts.jsonl --config.workdir=runs/x --config.sampling.temperature=0.7
+  s3ft train --config.workdir=runs/x --config.train.dataset=runs/x/dataset.jsonl --config.lora.enabled=False
+  s3ft export --config.workdir=runs/x --config.export.output=runs/x/hf
 """
 
 
@@ -191,8 +195,25 @@ def cmd_report(config) -> None:
     print(f"\nreport: {report}")
 
 
+def cmd_train(config) -> None:
+    from s3ft_jax.training import train
+
+    result = train(config)
+    loss = "n/a" if result.final_loss is None else f"{result.final_loss:.4f}"
+    saved = result.adapter_path or result.checkpoint_dir
+    print(f"{result.method} fine-tuning: {result.steps} steps, final loss {loss}; metrics {result.metrics_path}; weights {saved}")
+
+
+def cmd_export(config) -> None:
+    from s3ft_jax.training import export_hf
+
+    print(f"exported to {export_hf(config)}")
+
+
 COMMANDS = {
     "answer": cmd_answer,
+    "train": cmd_train,
+    "export": cmd_export,
     "report": cmd_report,
     "run": cmd_run,
     "build": cmd_build,

@@ -112,6 +112,48 @@ def base_config() -> ml_collections.ConfigDict:
     c.generate = ml_collections.ConfigDict()
     c.generate.input = ""
     c.generate.output = ""  # empty: <workdir>/generations.jsonl
+
+    # `s3ft train`: fine-tune model.name on a JSONL of {"prompt", "target"} rows into
+    # <workdir>/train. Defaults follow the paper's setting (SDFT's code): lr 1e-4, cosine,
+    # effective batch 8, max length 1024. Compute dtype is model.dtype; trained weights are
+    # always float32 master copies.
+    c.train = ml_collections.ConfigDict()
+    c.train.dataset = ""  # empty: <workdir>/dataset.jsonl
+    c.train.learning_rate = 1e-4
+    c.train.schedule = "cosine"  # cosine | linear | constant, after the warmup
+    c.train.warmup_steps = 0
+    c.train.warmup_ratio = 0.0  # used when warmup_steps is 0: a fraction of all steps
+    c.train.end_lr_ratio = 0.0  # the decay ends at learning_rate * end_lr_ratio
+    c.train.num_epochs = 3
+    c.train.max_steps = 0  # > 0: stop after this many optimizer steps (overrides num_epochs)
+    c.train.batch_size = 8  # global examples (rows when packing) per optimizer step
+    c.train.grad_accum = 1  # micro-batches per step: each holds batch_size / grad_accum rows
+    c.train.max_length = 1024  # longer examples are cut from the right (counted in the log)
+    c.train.packing = False  # pack several examples per row (block-diagonal attention)
+    c.train.clip_norm = 1.0  # global gradient norm clip; 0 disables
+    c.train.weight_decay = 0.0
+    c.train.adam_b1 = 0.9
+    c.train.adam_b2 = 0.999
+    c.train.adam_eps = 1e-8
+    c.train.remat = "none"  # none | full | dots: recompute layer activations in backward
+    c.train.checkpoint_every = 100  # steps; a final checkpoint is always written
+    c.train.keep_checkpoints = 2
+    c.train.async_checkpoints = True
+    c.train.log_every = 1  # steps between host syncs for metrics (every step is recorded)
+    c.train.progress = True  # a progress bar with ETA on stderr
+
+    # LoRA adapters; lora.enabled = False is full fine-tuning.
+    c.lora = ml_collections.ConfigDict()
+    c.lora.enabled = True
+    c.lora.rank = 8
+    c.lora.alpha = 16.0
+    c.lora.dropout = 0.1
+    c.lora.targets = ("q_proj", "v_proj")  # names or patterns: "*_proj", "mlp.*", "self_attn.o_proj"
+
+    # `s3ft export`: base model + the latest training checkpoint (LoRA merged) -> HF directory.
+    c.export = ml_collections.ConfigDict()
+    c.export.output = ""  # empty: <workdir>/export
+    c.export.dtype = ""  # empty: the base checkpoint's dtype (float32 if it names none)
     return c
 
 
@@ -152,7 +194,46 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         raise ConfigError(f"sampling.top_k must be >= 0, got {sampling.top_k}")
     if not all(isinstance(s, str) and s for s in sampling.stop):
         raise ConfigError(f"sampling.stop must be a tuple of non-empty strings, got {sampling.stop!r}")
+    _validate_train(config)
     return config
+
+
+def _validate_train(config: ml_collections.ConfigDict) -> None:
+    t = config.train
+    if t.learning_rate <= 0:
+        raise ConfigError(f"train.learning_rate must be positive, got {t.learning_rate}")
+    if t.schedule not in ("cosine", "linear", "constant"):
+        raise ConfigError(f"train.schedule must be cosine, linear or constant, got {t.schedule!r}")
+    for key in ("batch_size", "grad_accum", "max_length", "log_every"):
+        if t[key] <= 0:
+            raise ConfigError(f"train.{key} must be positive, got {t[key]}")
+    for key in ("warmup_steps", "max_steps", "checkpoint_every", "keep_checkpoints", "num_epochs"):
+        if t[key] < 0:
+            raise ConfigError(f"train.{key} must be >= 0, got {t[key]}")
+    if t.max_steps == 0 and t.num_epochs == 0:
+        raise ConfigError("set train.num_epochs or train.max_steps")
+    if t.batch_size % t.grad_accum:
+        raise ConfigError(f"train.batch_size {t.batch_size} must be a multiple of train.grad_accum {t.grad_accum}")
+    if t.max_length < 2:
+        raise ConfigError(f"train.max_length must be at least 2, got {t.max_length}")
+    for key in ("warmup_ratio", "end_lr_ratio"):
+        if not 0 <= t[key] <= 1:
+            raise ConfigError(f"train.{key} must be in [0, 1], got {t[key]}")
+    if t.warmup_steps and t.warmup_ratio:
+        raise ConfigError("set train.warmup_steps or train.warmup_ratio, not both")
+    if t.clip_norm < 0 or t.weight_decay < 0:
+        raise ConfigError("train.clip_norm and train.weight_decay must be >= 0")
+    if t.remat not in ("none", "full", "dots"):
+        raise ConfigError(f"train.remat must be none, full or dots, got {t.remat!r}")
+    lora = config.lora
+    if lora.rank <= 0 or lora.alpha <= 0:
+        raise ConfigError(f"lora.rank and lora.alpha must be positive, got {lora.rank} and {lora.alpha}")
+    if not 0 <= lora.dropout < 1:
+        raise ConfigError(f"lora.dropout must be in [0, 1), got {lora.dropout}")
+    if isinstance(lora.targets, str) or not lora.targets or not all(isinstance(s, str) and s for s in lora.targets):
+        raise ConfigError(f"lora.targets must be a non-empty tuple of names, got {lora.targets!r}")
+    if config.export.dtype not in ("", "float32", "bfloat16", "float16"):
+        raise ConfigError(f"export.dtype must be float32, bfloat16 or float16, got {config.export.dtype!r}")
 
 
 DEFAULT_MAX_NEW_TOKENS = 256

@@ -158,6 +158,9 @@ class ForwardSpec:
     dtype: Any = jnp.float32
     rules: ShardingRules = DEFAULT_RULES
     mesh: jax.sharding.Mesh | None = None
+    # Training only: rematerialise each layer in the backward pass. "none" keeps every
+    # activation, "full" keeps only the layer inputs, "dots" also keeps matmul outputs.
+    remat: str = "none"
 
     def constrain(self, x: jax.Array, *logical: str | None) -> jax.Array:
         if self.mesh is None:
@@ -190,9 +193,13 @@ def forward(
     return logits_from_hidden(params, spec, hidden)
 
 
-def hidden_states(params: dict, spec: ForwardSpec, input_ids, positions, key_valid) -> jax.Array:
-    """Final-norm hidden states [B, T, D] (before the LM head)."""
-    hidden, _ = _decoder(params, spec, input_ids, positions, key_valid, cache=None, write_index=None)
+def hidden_states(params: dict, spec: ForwardSpec, input_ids, positions, key_valid, segment_ids=None) -> jax.Array:
+    """Final-norm hidden states [B, T, D] (before the LM head).
+
+    `segment_ids` [B, T] (packed training rows) restricts attention to tokens of the same
+    segment; positions then restart at 0 in each segment.
+    """
+    hidden, _ = _decoder(params, spec, input_ids, positions, key_valid, cache=None, write_index=None, segment_ids=segment_ids)
     return hidden
 
 
@@ -223,7 +230,13 @@ def forward_cached(params: dict, spec: ForwardSpec, input_ids, positions, valid,
     return _decoder(params, spec, input_ids, positions, valid, cache=cache, write_index=write_index)
 
 
-def _decoder(params, spec: ForwardSpec, input_ids, positions, valid, *, cache, write_index):
+_REMAT_POLICIES = {
+    "full": None,  # save nothing but the layer's input
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def _decoder(params, spec: ForwardSpec, input_ids, positions, valid, *, cache, write_index, segment_ids=None):
     cfg = spec.cfg
     x = jnp.take(params["embed"]["embedding"], input_ids, axis=0).astype(spec.dtype)
     x = spec.constrain(x, "batch", "seq", "act_embed")
@@ -237,11 +250,17 @@ def _decoder(params, spec: ForwardSpec, input_ids, positions, valid, *, cache, w
 
     if cache is None:
 
+        same_segment = None if segment_ids is None else segment_ids[:, :, None] == segment_ids[:, None, :]
+
         def layer(x, scanned):
             layer_params, window = scanned
             mask = attention_mask(positions, k_pos, k_valid, window)
+            if same_segment is not None:
+                mask = mask & same_segment
             return decoder_layer(layer_params, spec, x, cos, sin, mask)[0], None
 
+        if spec.remat != "none":
+            layer = jax.checkpoint(layer, policy=_REMAT_POLICIES[spec.remat], prevent_cse=False)
         x, _ = jax.lax.scan(layer, x, (params["layers"], windows))
         return rms_norm(x, params["final_norm"]["scale"], cfg.rms_norm_eps), None
 
@@ -283,11 +302,33 @@ def rms_norm(x: jax.Array, scale: jax.Array, eps: float) -> jax.Array:
 
 
 def project(p: dict, x: jax.Array, eq: str) -> jax.Array:
-    """A linear map with optional bias (and, later, LoRA adapters found in `p`)."""
+    """A linear map with optional bias and optional LoRA adapter (`lora_a` in `p`)."""
     y = jnp.einsum(eq, x, p["kernel"].astype(x.dtype))
     if "bias" in p:
         y = y + p["bias"].astype(y.dtype)
+    if "lora_a" in p:
+        y = y + lora_delta(p, x, eq)
     return y
+
+
+def lora_delta(p: dict, x: jax.Array, eq: str) -> jax.Array:
+    """LoRA's low-rank update scale * dropout(x) @ A @ B for the map `eq`.
+
+    A has the kernel's input axes then the rank, B the rank then the kernel's output axes:
+    for q_proj ("btd,dhk->bthk") A is [D, r] and B [r, H, Dh]. `lora_scale` (alpha / r) is
+    required; `lora_key` (a raw PRNG key) and `lora_keep` (1 - dropout) turn on dropout.
+    """
+    x_axes, rest = eq.split(",")
+    k_axes, out_axes = rest.split("->")
+    n_in = p["lora_a"].ndim - 1
+    in_axes, kept = k_axes[:n_in], "".join(a for a in x_axes if a not in k_axes)
+    if "lora_key" in p:
+        keep = p["lora_keep"]
+        mask = jax.random.bernoulli(p["lora_key"], keep, x.shape)
+        x = jnp.where(mask, x / keep.astype(x.dtype), jnp.zeros((), x.dtype))
+    low = jnp.einsum(f"{x_axes},{in_axes}r->{kept}r", x, p["lora_a"].astype(x.dtype))
+    y = jnp.einsum(f"{kept}r,r{k_axes[n_in:]}->{out_axes}", low, p["lora_b"].astype(x.dtype))
+    return y * p["lora_scale"].astype(y.dtype)
 
 
 def decoder_layer(p: dict, spec: ForwardSpec, x, cos, sin, mask, cache=None, write_index=None):

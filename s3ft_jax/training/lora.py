@@ -1,0 +1,147 @@
+"""LoRA adapters (Hu et al. 2021) on the stacked projection kernels.
+
+An adapter on a projection adds `lora_a` [layers, *kernel input axes, r] and `lora_b`
+[layers, r, *kernel output axes] next to its `kernel`; `models.llama.project` then adds
+scale * dropout(x) @ A @ B, with scale = alpha / r. A starts random (Kaiming-uniform, as PEFT
+does), B at zero, so training starts from the base model exactly. Only A and B are trained and
+saved; merging folds scale * A @ B into the kernel, after which the model is a plain HF model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from s3ft_jax.errors import ConfigError
+from s3ft_jax.models.config import ModelConfig
+
+# The projections an adapter can sit on: (our group, number of kernel input axes).
+PROJECTIONS = {
+    "q_proj": 1, "k_proj": 1, "v_proj": 1, "o_proj": 2,
+    "gate_proj": 1, "up_proj": 1, "down_proj": 1,
+}  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class LoraConfig:
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.1
+    targets: tuple[str, ...] = ("q_proj", "v_proj")
+
+    @property
+    def scale(self) -> float:
+        return self.alpha / self.rank
+
+
+def target_modules(targets, cfg: ModelConfig | None = None) -> tuple[str, ...]:
+    """The projections matched by `targets`: names or shell patterns ("*_proj", "self_attn.*").
+
+    Patterns are matched against both our name ("q_proj") and HF's dotted one
+    ("self_attn.q_proj", "mlp.down_proj"), so PEFT-style target lists work as they are.
+    """
+    hf = {name: ("self_attn." if name[0] in "qkvo" else "mlp.") + name for name in PROJECTIONS}
+    matched = []
+    for pattern in targets:
+        hits = [n for n in PROJECTIONS if fnmatch.fnmatchcase(n, pattern) or fnmatch.fnmatchcase(hf[n], pattern)]
+        if not hits:
+            raise ConfigError(f"lora.targets: {pattern!r} matches no projection (have {', '.join(PROJECTIONS)})")
+        matched += [h for h in hits if h not in matched]
+    return tuple(n for n in PROJECTIONS if n in matched)
+
+
+def adapter_shapes(cfg: ModelConfig, lcfg: LoraConfig, kernel_shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+    """Flat path ("layers.q_proj.lora_a") -> shape, for each targeted projection."""
+    shapes = {}
+    for name in target_modules(lcfg.targets, cfg):
+        kernel = kernel_shapes[f"layers.{name}.kernel"]
+        n_in = PROJECTIONS[name]
+        shapes[f"layers.{name}.lora_a"] = (kernel[0], *kernel[1 : 1 + n_in], lcfg.rank)
+        shapes[f"layers.{name}.lora_b"] = (kernel[0], lcfg.rank, *kernel[1 + n_in :])
+    return shapes
+
+
+def adapter_logical_axes(shapes: dict[str, tuple[int, ...]], kernel_axes: dict[str, tuple]) -> dict[str, tuple]:
+    axes = {}
+    for path in shapes:
+        group = path.rsplit(".", 1)[0]
+        kernel = kernel_axes[f"{group}.kernel"]
+        n_in = PROJECTIONS[group.split(".")[-1]]
+        if path.endswith("lora_a"):
+            axes[path] = (*kernel[: 1 + n_in], "lora_rank")
+        else:
+            axes[path] = (kernel[0], "lora_rank", *kernel[1 + n_in :])
+    return axes
+
+
+def init_adapters(key: jax.Array, shapes: dict[str, tuple[int, ...]]) -> dict[str, jax.Array]:
+    """A ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (PEFT's kaiming_uniform(a=sqrt(5))), B = 0."""
+    out = {}
+    for i, (path, shape) in enumerate(sorted(shapes.items())):
+        if path.endswith("lora_a"):
+            fan_in = math.prod(shape[1:-1])
+            bound = 1.0 / math.sqrt(fan_in)
+            out[path] = jax.random.uniform(jax.random.fold_in(key, i), shape, jnp.float32, -bound, bound)
+        else:
+            out[path] = jnp.zeros(shape, jnp.float32)
+    return out
+
+
+def attach(params: dict, lcfg: LoraConfig, key: jax.Array | None, *, training: bool) -> dict:
+    """Add the per-call constants `project` needs next to each adapter: the scale and, when
+    training with dropout, a fresh dropout key per layer and projection."""
+    layers = dict(params["layers"])
+    names = [n for n in PROJECTIONS if n in layers and "lora_a" in layers[n]]
+    for j, name in enumerate(names):
+        group = dict(layers[name])
+        n_layers = group["lora_a"].shape[0]
+        group["lora_scale"] = jnp.full((n_layers,), lcfg.scale, jnp.float32)
+        if training and lcfg.dropout > 0:
+            keys = jax.random.split(jax.random.fold_in(key, j), n_layers)
+            group["lora_key"] = jax.random.key_data(keys) if jnp.issubdtype(keys.dtype, jax.dtypes.prng_key) else keys
+            group["lora_keep"] = jnp.full((n_layers,), 1.0 - lcfg.dropout, jnp.float32)
+        layers[name] = group
+    return {**params, "layers": layers}
+
+
+def merge(params: dict, lcfg: LoraConfig) -> dict:
+    """Fold every adapter into its kernel: W + scale * A @ B, in float32, cast back to W's dtype."""
+    layers = dict(params["layers"])
+    for name, group in list(layers.items()):
+        if not isinstance(group, dict) or "lora_a" not in group:
+            continue
+        group = dict(group)
+        a, b = group.pop("lora_a"), group.pop("lora_b")
+        kernel = group["kernel"]
+        L, r = a.shape[0], a.shape[-1]
+        delta = jnp.einsum("lir,lro->lio", a.reshape(L, -1, r).astype(jnp.float32), b.reshape(L, r, -1).astype(jnp.float32))
+        group["kernel"] = (kernel.astype(jnp.float32) + lcfg.scale * delta.reshape(kernel.shape)).astype(kernel.dtype)
+        layers[name] = group
+    return {**params, "layers": layers}
+
+
+def peft_tensors(adapters: dict[str, np.ndarray], cfg: ModelConfig):
+    """Yield (PEFT name, array) pairs: lora_A.weight [r, in_features], lora_B.weight [out, r]."""
+    for path, value in sorted(adapters.items()):
+        _, name, leaf = path.split(".")
+        module = ("self_attn." if name[0] in "qkvo" else "mlp.") + name
+        r = value.shape[1] if leaf == "lora_b" else value.shape[-1]
+        for i in range(cfg.num_layers):
+            w = np.asarray(value[i], np.float32)
+            w = w.reshape(-1, r).T if leaf == "lora_a" else w.reshape(r, -1).T
+            kind = "lora_A" if leaf == "lora_a" else "lora_B"
+            yield f"base_model.model.model.layers.{i}.{module}.{kind}.weight", np.ascontiguousarray(w)
+
+
+def peft_config(lcfg: LoraConfig, base_model: str) -> dict:
+    modules = [n for n in target_modules(lcfg.targets)]
+    return {
+        "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base_model,
+        "r": lcfg.rank, "lora_alpha": lcfg.alpha, "lora_dropout": lcfg.dropout,
+        "target_modules": modules, "bias": "none", "fan_in_fan_out": False, "inference_mode": True,
+    }  # fmt: skip

@@ -1,0 +1,258 @@
+"""Training on tiny models: masks, packing, LoRA, overfitting, mesh equivalence, export."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from s3ft_jax.errors import ConfigError, S3FTError
+from s3ft_jax.models import from_pretrained, load_tokenizer
+from s3ft_jax.models.llama import forward
+from s3ft_jax.sharding import make_mesh
+from s3ft_jax.training import data as data_lib
+from s3ft_jax.training import lora as lora_lib
+from s3ft_jax.training import step as step_lib
+from s3ft_jax.training.metrics import read_metrics
+from tests.train_helpers import make_tiny_dir, train_config, write_dataset
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_tiny_dir(tmp_path_factory.mktemp("tiny_train"))
+
+
+@pytest.fixture(scope="module")
+def tiny_untied(tmp_path_factory):
+    return make_tiny_dir(tmp_path_factory.mktemp("tiny_llama3"), family="llama3")
+
+
+def _examples(model_dir, tmp_path, n=4, **kw):
+    rows = write_dataset(tmp_path / "d.jsonl", n, **kw)
+    return data_lib.tokenize(rows, load_tokenizer(model_dir), 1024)
+
+
+# ----------------------------------------------------------------------------------------
+# Data and masks
+
+
+def test_loss_weights_cover_exactly_target_and_eos(tiny, tmp_path):
+    tok = load_tokenizer(tiny)
+    (ex,), _ = data_lib.tokenize([{"prompt": "w10 w11", "target": "w20 w21 w22"}], tok, 1024)
+    # <|user|> w10 w11 <|end|> <|assistant|> | w20 w21 w22 </s>
+    assert ex.tokens.tolist() == [3, 10, 11, 5, 4, 20, 21, 22, 2] and ex.n_prompt == 5
+    b = data_lib.make_batch([ex], [[0]], num_rows=1, grad_accum=1, row_multiple=1, max_length=1024)
+    n = ex.row_length
+    trained = b["labels"][0, 0, :n][b["weights"][0, 0, :n] > 0].tolist()
+    assert trained == [20, 21, 22, 2]  # targets and EOS, never a prompt token
+    assert b["weights"][0, 0, n:].sum() == 0 and b["input_ids"].shape[-1] == 16  # bucketed length
+
+
+def test_truncation_and_rejection(tiny, caplog):
+    tok = load_tokenizer(tiny)
+    rows = [{"prompt": "w10 " * 5, "target": "w20 " * 20}, {"prompt": "w10 " * 30, "target": "w20"}]
+    (ex,), stats = data_lib.tokenize(rows, tok, 16)
+    assert len(ex.tokens) == 16 and stats.truncated == 2 and stats.dropped == 1
+    with pytest.raises(S3FTError, match="no example has a target token"):
+        data_lib.tokenize(rows[1:], tok, 16)
+
+
+def test_bad_dataset_rows(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"prompt": "a", "target": "b"}\n{"prompt": "a"}\n')
+    with pytest.raises(S3FTError, match="bad.jsonl:2: needs a string field 'target'"):
+        data_lib.read_rows(path)
+
+
+def test_plan_is_deterministic_and_covers_each_epoch(tiny, tmp_path):
+    examples, _ = _examples(tiny, tmp_path, n=10)
+    kw = dict(seed=3, batch_size=4, num_epochs=2, max_steps=0, packing=False, max_length=1024)
+    plan = data_lib.plan_steps(examples, **kw)
+    assert plan == data_lib.plan_steps(examples, **kw)
+    assert len(plan) == 6  # 3 batches per epoch, the last one of 2 rows
+    for epoch in (0, 1):
+        seen = sorted(i for e, rows in plan if e == epoch for row in rows for i in row)
+        assert seen == list(range(10))
+    assert plan[0] != plan[3]  # each epoch has its own order
+
+
+def _loss_and_grads(model_dir, batch, *, lcfg=None, params=None):
+    model = from_pretrained(model_dir)
+    from flax import nnx
+
+    base = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    frozen, trainable = ({}, base) if lcfg is None else (base, params)
+    spec = step_lib.StepSpec(forward=model.spec, lora=lcfg)
+    host = {k: jnp.asarray(v[0]) for k, v in batch.items()}
+    denom = jnp.maximum(host["weights"].sum(), 1.0)
+    return jax.value_and_grad(step_lib.loss_fn)(trainable, frozen, host, jax.random.key(0), denom, spec)
+
+
+def test_prompt_labels_and_padding_rows_never_count(tiny, tmp_path):
+    examples, _ = _examples(tiny, tmp_path, n=3)
+    batch = data_lib.make_batch(examples, [[0], [1], [2]], num_rows=3, grad_accum=1, row_multiple=4, max_length=1024)
+    loss, grads = _loss_and_grads(tiny, batch)
+    noisy = {k: v.copy() for k, v in batch.items()}
+    rng = np.random.RandomState(0)
+    untrained = noisy["weights"] == 0
+    noisy["labels"][untrained] = rng.randint(0, 300, untrained.sum())  # prompt labels and padding
+    noisy["input_ids"][0, 3] = rng.randint(0, 300, noisy["input_ids"].shape[-1])  # the padding row
+    loss2, grads2 = _loss_and_grads(tiny, noisy)
+    assert float(loss) == pytest.approx(float(loss2), abs=1e-6)
+    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(grads2)):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_packed_rows_equal_separate_rows(tiny, tmp_path):
+    examples, _ = _examples(tiny, tmp_path, n=3)
+    separate = data_lib.make_batch(examples, [[0], [1], [2]], num_rows=3, grad_accum=1, row_multiple=1, max_length=1024)
+    packed = data_lib.make_batch(examples, [[0, 1, 2]], num_rows=1, grad_accum=1, row_multiple=1, max_length=1024)
+    assert packed["segment_ids"][0, 0].max() == 3
+    (l1, g1), (l2, g2) = _loss_and_grads(tiny, separate), _loss_and_grads(tiny, packed)
+    assert float(l1) == pytest.approx(float(l2), rel=1e-5)
+    for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------
+# LoRA
+
+
+@pytest.mark.parametrize("family_fixture", ["tiny", "tiny_untied"])
+def test_lora_merge_equals_unmerged_forward(family_fixture, request):
+    from flax import nnx
+
+    model_dir = request.getfixturevalue(family_fixture)
+    model = from_pretrained(model_dir)
+    base = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    lcfg = lora_lib.LoraConfig(rank=4, alpha=8.0, dropout=0.0, targets=("*_proj",))
+    shapes = lora_lib.adapter_shapes(model.cfg, lcfg, {k: v.shape for k, v in step_lib.flatten(base).items()})
+    assert len(shapes) == 14
+    adapters = step_lib.unflatten({k: 0.1 * jax.random.normal(jax.random.key(i), s) for i, (k, s) in enumerate(shapes.items())})
+    full = step_lib.merge_trees(base, adapters)
+    ids = jnp.asarray(np.random.RandomState(0).randint(3, 300, (2, 70)))
+    unmerged = forward(lora_lib.attach(full, lcfg, None, training=False), model.spec, ids)
+    merged = forward(lora_lib.merge(full, lcfg), model.spec, ids)
+    plain = forward(base, model.spec, ids)
+    assert float(jnp.abs(unmerged - plain).max()) > 1e-2  # the adapters matter...
+    np.testing.assert_allclose(merged, unmerged, atol=2e-4)  # ...and merge exactly
+
+
+def test_lora_targets_by_pattern():
+    assert lora_lib.target_modules(("q_proj", "v_proj")) == ("q_proj", "v_proj")
+    assert lora_lib.target_modules(("mlp.*",)) == ("gate_proj", "up_proj", "down_proj")
+    assert lora_lib.target_modules(("self_attn.*", "*_proj")) == tuple(lora_lib.PROJECTIONS)
+    with pytest.raises(ConfigError, match="matches no projection"):
+        lora_lib.target_modules(("qkv",))
+
+
+# ----------------------------------------------------------------------------------------
+# Whole runs
+
+
+def _losses(result):
+    return [r["loss"] for r in read_metrics(result.metrics_path)]
+
+
+def test_full_fine_tuning_overfits_four_examples(tiny, tmp_path):
+    from s3ft_jax.training import train
+
+    write_dataset(tmp_path / "d.jsonl", 4)
+    config = train_config(
+        tiny, tmp_path / "run", tmp_path / "d.jsonl", **{
+            "lora.enabled": False, "train.batch_size": 4, "train.max_steps": 60, "train.learning_rate": 1e-2,
+            "train.schedule": "constant", "train.clip_norm": 0.0, "train.checkpoint_every": 0,
+        })  # fmt: skip
+    result = train(config, mesh=make_mesh({"fsdp": 1}, jax.devices()[:1]))
+    losses = _losses(result)
+    assert len(losses) == 60 and result.final_loss == losses[-1]
+    assert losses[-1] < 0.1 * losses[0], losses
+    record = read_metrics(result.metrics_path)[-1]
+    assert record["trained_tokens"] > 0 and record["tokens_per_s"] > 0 and record["grad_norm"] > 0
+    assert list((result.run_dir / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_lora_changes_only_adapters(tiny, tmp_path):
+    from s3ft_jax.training import load_trained, train
+
+    write_dataset(tmp_path / "d.jsonl", 4)
+    config = train_config(tiny, tmp_path / "run", tmp_path / "d.jsonl", **{"train.batch_size": 4, "train.max_steps": 5, "train.learning_rate": 1e-2})
+    result = train(config, mesh=make_mesh({"fsdp": 1}, jax.devices()[:1]))
+    losses = _losses(result)
+    assert losses[-1] < losses[0]
+    # Adapters are small and in PEFT's layout: A [r, in], B [out, r] per layer and target.
+    from s3ft_jax.models.safetensors_io import SafetensorsFile
+
+    adapter = SafetensorsFile(result.adapter_path / "adapter_model.safetensors")
+    names = sorted(adapter.keys())
+    assert len(names) == 3 * 2 * 2 and names[0] == "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"
+    assert json.loads((result.adapter_path / "adapter_config.json").read_text())["target_modules"] == ["q_proj", "v_proj"]
+    # The checkpoint holds only the adapters (and their optimizer state).
+    from flax import nnx
+
+    base = step_lib.flatten(nnx.to_pure_dict(nnx.state(from_pretrained(tiny), nnx.Param)))
+    trained, _ = load_trained(config, mesh=make_mesh({"fsdp": 1}, jax.devices()[:1]))
+    after = step_lib.flatten(nnx.to_pure_dict(nnx.state(trained, nnx.Param)))
+    changed = sorted(k for k in base if not np.array_equal(np.asarray(base[k]), np.asarray(after[k])))
+    assert changed == ["layers.q_proj.kernel", "layers.v_proj.kernel"]  # only where adapters merged in
+
+
+def test_mesh_equivalence_one_vs_eight_devices(tiny, tmp_path):
+    """The same run, dropout included, on 1 device and on a 2x4 (data x fsdp) mesh."""
+    from s3ft_jax.training import train
+
+    assert jax.device_count() == 8
+    write_dataset(tmp_path / "d.jsonl", 12)
+    runs = {}
+    for name, mesh in {"one": make_mesh({"fsdp": 1}, jax.devices()[:1]), "eight": make_mesh({"data": 2, "fsdp": 4})}.items():
+        config = train_config(
+            tiny, tmp_path / name, tmp_path / "d.jsonl", **{
+                "train.batch_size": 8, "train.grad_accum": 1, "train.max_steps": 4, "train.learning_rate": 1e-2,
+                "lora.targets": ("q_proj", "v_proj", "down_proj"), "train.checkpoint_every": 0,
+            })  # fmt: skip
+        runs[name] = _losses(train(config, mesh=mesh))
+    np.testing.assert_allclose(runs["eight"], runs["one"], atol=1e-5, rtol=0)
+
+
+def test_grad_accumulation_equals_one_big_batch(tiny, tmp_path):
+    from s3ft_jax.training import train
+
+    write_dataset(tmp_path / "d.jsonl", 8)
+    runs = []
+    for accum in (1, 4):
+        config = train_config(
+            tiny, tmp_path / f"a{accum}", tmp_path / "d.jsonl", **{
+                "lora.enabled": False, "train.batch_size": 8, "train.grad_accum": accum, "train.max_steps": 3,
+                "train.learning_rate": 1e-2, "train.checkpoint_every": 0,
+            })  # fmt: skip
+        runs.append(_losses(train(config, mesh=make_mesh({"fsdp": 1}, jax.devices()[:1]))))
+    np.testing.assert_allclose(runs[1], runs[0], atol=1e-5)
+
+
+def test_batch_with_nothing_to_train_fails_loudly(tiny, tmp_path, monkeypatch):
+    from s3ft_jax.training import train
+
+    write_dataset(tmp_path / "d.jsonl", 4)
+    real = data_lib.make_batch
+
+    def no_targets(*args, **kwargs):
+        batch = real(*args, **kwargs)
+        batch["weights"][:] = 0
+        return batch
+
+    monkeypatch.setattr(data_lib, "make_batch", no_targets)
+    config = train_config(tiny, tmp_path / "run", tmp_path / "d.jsonl", **{"train.max_steps": 2})
+    with pytest.raises(S3FTError, match="no target token to train on"):
+        train(config, mesh=make_mesh({"fsdp": 1}, jax.devices()[:1]))
+
+
+def test_train_config_errors():
+    from s3ft_jax import cli
+
+    with pytest.raises(ConfigError, match="multiple of train.grad_accum"):
+        cli.parse_config(["--config.train.batch_size=6", "--config.train.grad_accum=4"])
+    with pytest.raises(ConfigError, match="train.schedule"):
+        cli.parse_config(["--config.train.schedule=step"])
+    with pytest.raises(ConfigError, match="lora.dropout"):
+        cli.parse_config(["--config.lora.dropout=1.5"])

@@ -1,0 +1,80 @@
+"""A tiny trainable model directory: a random tiny HF model plus a word-level tokenizer with a
+chat template, and small prompt/target datasets written in its vocabulary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from tests.tiny_models import VOCAB, make_tiny_model
+
+SPECIALS = ["<pad>", "<s>", "</s>", "<|user|>", "<|assistant|>", "<|end|>", "<unk>"]
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} <|end|> {% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|> {% endif %}"
+)
+
+
+def make_tokenizer(out_dir: Path):
+    """Words "w7" are token ids; special tokens come first. EOS is </s> (id 2)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {tok: i for i, tok in enumerate(SPECIALS)}
+    for i in range(len(SPECIALS), VOCAB):
+        vocab[f"w{i}"] = i
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="</s>", pad_token="<pad>", bos_token="<s>", unk_token="<unk>",
+        chat_template=CHAT_TEMPLATE,
+    )  # fmt: skip
+    fast.save_pretrained(str(out_dir))
+    return fast
+
+
+def make_tiny_dir(out_dir: Path, family: str = "llama_tied", seed: int = 0) -> Path:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    make_tiny_model(family, out_dir, seed=seed)
+    make_tokenizer(out_dir)
+    config = json.loads((out_dir / "config.json").read_text())
+    config.update(eos_token_id=2, pad_token_id=0, bos_token_id=1)
+    (out_dir / "config.json").write_text(json.dumps(config))
+    return out_dir
+
+
+def words(ids) -> str:
+    return " ".join(f"w{i}" for i in ids)
+
+
+def write_dataset(path: Path, n: int, *, seed: int = 0, prompt_len=(2, 6), target_len=(3, 8)) -> list[dict]:
+    rng = np.random.RandomState(seed)
+    rows = []
+    for i in range(n):
+        p = rng.randint(len(SPECIALS), VOCAB, rng.randint(*prompt_len))
+        t = rng.randint(len(SPECIALS), VOCAB, rng.randint(*target_len))
+        rows.append({"id": i, "prompt": words(p), "target": words(t), "source": "gold"})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
+def train_config(model_dir: Path, workdir: Path, dataset: Path, **overrides):
+    """The base config for a tiny run: float32, no progress bar, every override applied."""
+    from s3ft_jax.config import base_config, validate
+
+    c = base_config()
+    c.model.name = str(model_dir)
+    c.workdir = str(workdir)
+    c.train.dataset = str(dataset)
+    c.train.progress = False
+    c.train.async_checkpoints = False
+    for key, value in overrides.items():
+        node = c
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return validate(c)
