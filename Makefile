@@ -21,7 +21,7 @@ export HF_HUB_OFFLINE ?= 1
 .PHONY: demo test bench install install-test clean
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/s3ft answer --config=configs/demo.py
+	$(VENV)/bin/s3ft run --config=configs/demo.py
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q tests

@@ -71,7 +71,7 @@ def run_pipeline(config, *, progress: bool = True) -> Path:
 
     for method in (m for m in methods if m in TRAINED):
         with timings.timed(f"train {method}"):
-            _train(config, workdir / method)
+            _train(config, workdir / method, _trained_id(config, workdir / method, base_id))
 
     for method in methods:
         if method == "base":
@@ -111,11 +111,23 @@ def _logprobs(config, workdir: Path, base: LazyModel, base_id: dict) -> None:
     stage.complete(**{k: v["mean"] for k, v in summary["sources"].items()})
 
 
-def _train(config, method_dir: Path) -> None:
+def _train(config, method_dir: Path, trained_id: dict) -> None:
+    """Train unless this exact model exists; an unfinished run resumes from its checkpoints."""
     from s3ft_jax.training import train
 
+    stage = Stage(method_dir, "train", trained_id)
+    status = stage.open()
+    if status == "done":
+        return
+    if status == "fresh" and (method_dir / "train").exists():
+        # Checkpoints of another D' or other settings: kept aside, never resumed from.
+        stale = method_dir / "stale" / f"train-{time.strftime('%Y%m%d-%H%M%S')}"
+        stale.parent.mkdir(parents=True, exist_ok=True)
+        (method_dir / "train").rename(stale)
+        log.warning("%s: training inputs changed; previous run moved to %s", method_dir.name, stale)
     result = train(config, method_dir / "dataset.jsonl", method_dir)
     log.info("trained %s: %d steps, final loss %s", method_dir.name, result.steps, result.final_loss)
+    stage.complete(steps=result.steps, final_loss=result.final_loss)
 
 
 def _load_trained(config, method_dir: Path):

@@ -1,0 +1,47 @@
+"""`s3ft run`: every method end to end on a tiny model, a report, and a rerun that redoes nothing."""
+
+import json
+
+from s3ft_jax import cli
+from tests.conftest import shared_data_dir
+from tests.tiny_models import make_tiny_chat_model
+
+
+def test_run_all_methods_then_rerun_is_a_no_op(embedded_home, tmp_path, capsys):
+    from s3ft_jax.models import resolve_model_path
+
+    model_dir = make_tiny_chat_model(tmp_path / "tiny", resolve_model_path("smollm2-135m-instruct"))
+    workdir = tmp_path / "run"
+    args = ["run", f"--config.model.name={model_dir}", f"--config.workdir={workdir}", f"--config.data.data_dir={shared_data_dir()}",
+            "--config.task.limit=4", "--config.eval.limit=3", "--config.sampling.max_new_tokens=12", "--config.sampling.batch_size=4",
+            "--config.eval.benchmarks=('arc_easy','boolq')", "--config.eval.benchmark_limit=3", "--config.train.max_steps=2",
+            "--config.train.batch_size=2", "--config.train.progress=False"]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    for title in ("Training targets (D' mix)", "In-domain accuracy (%)", "Generalization (%)", "Drop from base", "Wall time per stage"):
+        assert title in out
+
+    for method in ("sft", "sdft", "s3ft"):
+        rows = [json.loads(line) for line in (workdir / method / "dataset.jsonl").read_text().splitlines()]
+        stats = json.loads((workdir / method / "stats.json").read_text())
+        assert len(rows) == 4 and sum(stats["counts"].values()) == 4
+        metrics = [json.loads(line) for line in (workdir / method / "train" / "metrics.jsonl").read_text().splitlines()]
+        assert [m["step"] for m in metrics] == [1, 2]
+    assert all(json.loads(l)["source"] == "gold" for l in (workdir / "sft" / "dataset.jsonl").read_text().splitlines())
+    for method in ("base", "sft", "sdft", "s3ft"):
+        indomain = json.loads((workdir / method / "eval" / "indomain.json").read_text())
+        assert indomain["examples"] == 3 and 0 <= indomain["accuracy"] <= 1
+        generalization = json.loads((workdir / method / "eval" / "generalization.json").read_text())
+        assert set(generalization) == {"arc_easy", "boolq"} and generalization["boolq"]["n"] == 3
+    report = (workdir / "report.md").read_text()
+    for image in ("accuracy.png", "generalization_drop.png", "loss.png", "logprobs.png"):
+        assert (workdir / image).stat().st_size > 1000 and image in report
+    assert "<table>" in (workdir / "report.html").read_text()
+
+    # A rerun finds every stage done: nothing is generated, trained or scored again.
+    watched = [workdir / "build" / "predict.jsonl", workdir / "s3ft" / "train" / "metrics.jsonl",
+               workdir / "base" / "eval" / "predict.jsonl", workdir / "sdft" / "eval" / "bench_boolq.json"]
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in watched}
+    assert cli.main(args) == 0
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in watched} == before
+    assert "Generalization (%)" in capsys.readouterr().out
