@@ -159,15 +159,22 @@ def loss_fn(params: dict, frozen: dict, batch: dict, key: jax.Array, denom: jax.
     fwd = spec.forward
     seg = batch["segment_ids"]
     hidden = hidden_states(full, fwd, batch["input_ids"], batch["positions"], seg > 0, segment_ids=seg)
+    # Only the positions that carry loss go through the LM head: per batch shard, a flat
+    # index into that shard's rows (see data.make_batch), so the gather never crosses devices.
+    R, T, D = hidden.shape
+    shards, K = batch["loss_index"].shape
+    hidden = jnp.take_along_axis(hidden.reshape(shards, (R // shards) * T, D), batch["loss_index"][..., None], axis=1)
+    hidden = fwd.constrain(hidden, "batch", None, "act_embed")
     tied = fwd.cfg.tie_word_embeddings
     head = full["embed"]["embedding"] if tied else full["lm_head"]["kernel"]
     head_grad = spec.lora is None  # under LoRA the head is frozen
-    return lm_head_loss(hidden, head, batch["labels"], batch["weights"] / denom, tied, head_grad, fwd if fwd.mesh is not None else None)
+    weights = batch["loss_weights"] / denom
+    return lm_head_loss(hidden, head, batch["loss_labels"], weights, tied, head_grad, fwd if fwd.mesh is not None else None)
 
 
 def train_step(state: dict, frozen: dict, batch: dict, *, spec: StepSpec, tx: optax.GradientTransformation, lr: Callable):
     params = state["params"]
-    denom = jnp.maximum(jnp.sum(batch["weights"]), 1.0)
+    denom = jnp.maximum(jnp.sum(batch["loss_weights"]), 1.0)
     step_key = jax.random.fold_in(state["rng"], state["step"])
     grad_fn = jax.value_and_grad(loss_fn)
 
@@ -186,7 +193,7 @@ def train_step(state: dict, frozen: dict, batch: dict, *, spec: StepSpec, tx: op
     grad_norm = _global_norm(grads)
     updates, opt_state = tx.update(grads, state["opt_state"], params)
     new_state = {"step": state["step"] + 1, "params": optax.apply_updates(params, updates), "opt_state": opt_state, "rng": state["rng"]}
-    metrics = {"loss": loss, "grad_norm": grad_norm, "learning_rate": lr(state["step"]), "trained_tokens": jnp.sum(batch["weights"])}
+    metrics = {"loss": loss, "grad_norm": grad_norm, "learning_rate": lr(state["step"]), "trained_tokens": jnp.sum(batch["loss_weights"])}
     return new_state, metrics
 
 
@@ -206,6 +213,10 @@ def state_shardings(mesh: Mesh, tx, params: dict, param_sh: dict) -> dict:
     abstract = jax.eval_shape(tx.init, params)
     opt_sh = optax.tree_map_params(tx, lambda _, s: s, abstract, param_sh, transform_non_params=lambda _: replicated(mesh))
     return {"step": replicated(mesh), "params": param_sh, "opt_state": opt_sh, "rng": replicated(mesh)}
+
+
+# What the step reads of a host batch (data.make_batch also returns the full labels/weights).
+STEP_KEYS = ("input_ids", "positions", "segment_ids", "loss_index", "loss_labels", "loss_weights")
 
 
 def batch_sharding(mesh: Mesh, rules, shape: tuple[int, ...]) -> NamedSharding:
