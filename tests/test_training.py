@@ -274,3 +274,20 @@ def test_train_config_errors():
         cli.parse_config(["--config.train.schedule=step"])
     with pytest.raises(ConfigError, match="lora.dropout"):
         cli.parse_config(["--config.lora.dropout=1.5"])
+
+
+def test_dot_product_attention_path_equals_ours(tiny_untied):
+    """The fused-attention path (cuDNN on GPUs; here the same call on XLA) on right-padded rows."""
+    import dataclasses
+
+    from s3ft_jax.models.llama import hidden_states
+
+    model = from_pretrained(tiny_untied)
+    params = nnx_params(model)
+    lengths = np.array([70, 33, 5])
+    valid = np.arange(80)[None] < lengths[:, None]
+    ids = jnp.asarray(np.random.RandomState(1).randint(3, 300, (3, 80)))
+    pos = jnp.broadcast_to(jnp.arange(80), (3, 80))
+    ours = hidden_states(params, model.spec, ids, pos, jnp.asarray(valid))
+    fused = hidden_states(params, dataclasses.replace(model.spec, attention="dot_product"), ids, pos, jnp.asarray(valid))
+    np.testing.assert_allclose(np.asarray(fused)[valid], np.asarray(ours)[valid], atol=1e-4)
