@@ -84,24 +84,42 @@ def _loss_and_grads(model_dir, batch, *, lcfg=None, params=None):
     base = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     frozen, trainable = ({}, base) if lcfg is None else (base, params)
     spec = step_lib.StepSpec(forward=model.spec, lora=lcfg)
-    host = {k: jnp.asarray(v[0]) for k, v in batch.items()}
-    denom = jnp.maximum(host["weights"].sum(), 1.0)
+    host = {k: jnp.asarray(batch[k][0]) for k in step_lib.STEP_KEYS}
+    denom = jnp.maximum(host["loss_weights"].sum(), 1.0)
     return jax.value_and_grad(step_lib.loss_fn)(trainable, frozen, host, jax.random.key(0), denom, spec)
 
 
-def test_prompt_labels_and_padding_rows_never_count(tiny, tmp_path):
+def test_loss_is_masked_mean_over_target_tokens_only(tiny, tmp_path):
+    """The step's loss (LM head on gathered target positions) equals a naive masked mean over
+    full logits; prompt labels, padding and a fully masked filler row change nothing."""
     examples, _ = _examples(tiny, tmp_path, n=3)
-    batch = data_lib.make_batch(examples, [[0], [1], [2]], num_rows=3, grad_accum=1, row_multiple=4, max_length=1024)
+    batch = data_lib.make_batch(examples, [[0], [1], [2]], num_rows=3, grad_accum=1, row_multiple=2, max_length=1024)
+    assert batch["input_ids"].shape[1] == 4 and batch["loss_index"].shape[:2] == (1, 2)
+    assert batch["loss_weights"].sum() == batch["weights"].sum() > 0
     loss, grads = _loss_and_grads(tiny, batch)
+
+    model = from_pretrained(tiny)
+    logits = forward(nnx_params(model), model.spec, jnp.asarray(batch["input_ids"][0]), jnp.asarray(batch["segment_ids"][0] > 0))
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    nll = -jnp.take_along_axis(logp, jnp.asarray(batch["labels"][0])[..., None], axis=-1)[..., 0]
+    w = batch["weights"][0]
+    assert float(loss) == pytest.approx(float((nll * w).sum() / w.sum()), rel=1e-5)
+
     noisy = {k: v.copy() for k, v in batch.items()}
     rng = np.random.RandomState(0)
-    untrained = noisy["weights"] == 0
-    noisy["labels"][untrained] = rng.randint(0, 300, untrained.sum())  # prompt labels and padding
-    noisy["input_ids"][0, 3] = rng.randint(0, 300, noisy["input_ids"].shape[-1])  # the padding row
+    noisy["labels"][noisy["weights"] == 0] = rng.randint(0, 300, (noisy["weights"] == 0).sum())
+    noisy["input_ids"][0, 3] = rng.randint(0, 300, noisy["input_ids"].shape[-1])  # the filler row
+    noisy = {**noisy, **{k: v for k, v in data_lib.make_batch(examples, [[0], [1], [2]], num_rows=3, grad_accum=1, row_multiple=2, max_length=1024).items() if k.startswith("loss_")}}
     loss2, grads2 = _loss_and_grads(tiny, noisy)
     assert float(loss) == pytest.approx(float(loss2), abs=1e-6)
     for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(grads2)):
         np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def nnx_params(model):
+    from flax import nnx
+
+    return nnx.to_pure_dict(nnx.state(model, nnx.Param))
 
 
 def test_packed_rows_equal_separate_rows(tiny, tmp_path):
@@ -256,3 +274,20 @@ def test_train_config_errors():
         cli.parse_config(["--config.train.schedule=step"])
     with pytest.raises(ConfigError, match="lora.dropout"):
         cli.parse_config(["--config.lora.dropout=1.5"])
+
+
+def test_dot_product_attention_path_equals_ours(tiny_untied):
+    """The fused-attention path (cuDNN on GPUs; here the same call on XLA) on right-padded rows."""
+    import dataclasses
+
+    from s3ft_jax.models.llama import hidden_states
+
+    model = from_pretrained(tiny_untied)
+    params = nnx_params(model)
+    lengths = np.array([70, 33, 5])
+    valid = np.arange(80)[None] < lengths[:, None]
+    ids = jnp.asarray(np.random.RandomState(1).randint(3, 300, (3, 80)))
+    pos = jnp.broadcast_to(jnp.arange(80), (3, 80))
+    ours = hidden_states(params, model.spec, ids, pos, jnp.asarray(valid))
+    fused = hidden_states(params, dataclasses.replace(model.spec, attention="dot_product"), ids, pos, jnp.asarray(valid))
+    np.testing.assert_allclose(np.asarray(fused)[valid], np.asarray(ours)[valid], atol=1e-4)

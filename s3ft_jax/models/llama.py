@@ -161,6 +161,11 @@ class ForwardSpec:
     # Training only: rematerialise each layer in the backward pass. "none" keeps every
     # activation, "full" keeps only the layer inputs, "dots" also keeps matmul outputs.
     remat: str = "none"
+    # Training only: "xla" is `attend` below (any mask: padding, segments, windows). "cudnn"
+    # (GPU flash attention) and "dot_product" (the same call on XLA, for tests) use
+    # jax.nn.dot_product_attention with causal masking and key lengths: right-padded rows of
+    # one segment each, no sliding window.
+    attention: str = "xla"
 
     def constrain(self, x: jax.Array, *logical: str | None) -> jax.Array:
         if self.mesh is None:
@@ -252,8 +257,12 @@ def _decoder(params, spec: ForwardSpec, input_ids, positions, valid, *, cache, w
 
         same_segment = None if segment_ids is None else segment_ids[:, :, None] == segment_ids[:, None, :]
 
+        lengths = jnp.sum(k_valid, axis=-1, dtype=jnp.int32)
+
         def layer(x, scanned):
             layer_params, window = scanned
+            if spec.attention != "xla":
+                return decoder_layer(layer_params, spec, x, cos, sin, lengths)[0], None
             mask = attention_mask(positions, k_pos, k_valid, window)
             if same_segment is not None:
                 mask = mask & same_segment
@@ -341,8 +350,12 @@ def decoder_layer(p: dict, spec: ForwardSpec, x, cos, sin, mask, cache=None, wri
     k = apply_rope(project(p["k_proj"], h, "btd,dhk->bthk"), cos, sin)
     v = project(p["v_proj"], h, "btd,dhk->bthk")
     q = spec.constrain(q, "batch", "seq", "act_heads", None)
-    k, v = k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3)  # k [B, K, Dh, T], v [B, K, T, Dh]
     new_cache = None
+    if spec.attention != "xla" and cache is None:  # `mask` is then each row's length
+        impl = "cudnn" if spec.attention == "cudnn" else "xla"
+        attn = jax.nn.dot_product_attention(q, k, v, is_causal=True, key_value_seq_lengths=mask, implementation=impl)
+        return _mlp_block(p, spec, x, attn), None
+    k, v = k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3)  # k [B, K, Dh, T], v [B, K, T, Dh]
     if cache is not None:
         cache_k, cache_v, layer = cache
         cache_k = jax.lax.dynamic_update_slice(cache_k, k[None].astype(cache_k.dtype), (layer, 0, 0, 0, write_index))
@@ -350,13 +363,19 @@ def decoder_layer(p: dict, spec: ForwardSpec, x, cos, sin, mask, cache=None, wri
         new_cache = (cache_k, cache_v)
         k, v = cache_k[layer], cache_v[layer]
     attn = attend(q, k.astype(q.dtype), v.astype(q.dtype), mask)
+    return _mlp_block(p, spec, x, attn), new_cache
+
+
+def _mlp_block(p: dict, spec: ForwardSpec, x, attn):
+    """The rest of a block after attention: output projection, residual, MLP, residual."""
+    cfg = spec.cfg
     x = x + project(p["o_proj"], attn, "bthk,hkd->btd")
     x = spec.constrain(x, "batch", "seq", "act_embed")
     h = rms_norm(x, p["post_attn_norm"]["scale"], cfg.rms_norm_eps)
     gate = project(p["gate_proj"], h, "btd,df->btf")
     up = project(p["up_proj"], h, "btd,df->btf")
     x = x + project(p["down_proj"], jax.nn.silu(gate) * up, "btf,fd->btd")
-    return spec.constrain(x, "batch", "seq", "act_embed"), new_cache
+    return spec.constrain(x, "batch", "seq", "act_embed")
 
 
 def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:

@@ -169,6 +169,12 @@ def make_batch(
     `num_rows` rows are split into `grad_accum` micro-batches; each micro-batch is padded with
     fully masked rows to a multiple of `row_multiple` (the devices holding the batch axis).
     T is the bucket of the longest row, at most max_length.
+
+    Besides the full [.., T] labels and weights, the positions that carry loss are listed per
+    batch shard (the rows one data-parallel device holds): `loss_index` [grad_accum,
+    row_multiple, K] holds flat positions within the shard's rows, with their `loss_labels`
+    and `loss_weights` (0 for the filler entries). The LM head then runs on those K positions
+    only, not on prompt and padding tokens. K is a bucket too, so shapes stay few.
     """
     per_micro = num_rows // grad_accum
     per_micro_padded = -(-per_micro // row_multiple) * row_multiple
@@ -195,4 +201,22 @@ def make_batch(
             out["segment_ids"][sl] = seg
             out["positions"][sl] = np.arange(n)
             at += n
+    _gather_targets(out, row_multiple)
     return out
+
+
+def _gather_targets(out: dict[str, np.ndarray], shards: int) -> None:
+    A, R, T = out["weights"].shape
+    per_shard = out["weights"].reshape(A, shards, (R // shards) * T)
+    positions = [[np.flatnonzero(per_shard[a, s]) for s in range(shards)] for a in range(A)]
+    K = bucket(max(1, max(len(p) for row in positions for p in row)))
+    labels = out["labels"].reshape(A, shards, -1)
+    out["loss_index"] = np.zeros((A, shards, K), np.int32)
+    out["loss_labels"] = np.zeros((A, shards, K), np.int32)
+    out["loss_weights"] = np.zeros((A, shards, K), np.float32)
+    for a in range(A):
+        for s in range(shards):
+            idx = positions[a][s]
+            out["loss_index"][a, s, : len(idx)] = idx
+            out["loss_labels"][a, s, : len(idx)] = labels[a, s, idx]
+            out["loss_weights"][a, s, : len(idx)] = per_shard[a, s, idx]

@@ -196,7 +196,7 @@ def train(config, dataset_path: str | Path | None = None, workdir: str | Path | 
             )
             if not host["weights"].any():
                 raise S3FTError(f"step {s + 1}: the batch has no target token to train on (check the loss masks)")
-            batch = {k: host_to_global(v, step_lib.batch_sharding(mesh, fwd.rules, v.shape)) for k, v in host.items()}
+            batch = {k: host_to_global(host[k], step_lib.batch_sharding(mesh, fwd.rules, host[k].shape)) for k in step_lib.STEP_KEYS}
             state, metrics = step_fn(state, frozen, batch)
             done = s + 1
             pending.append((done, metrics, int((host["segment_ids"] > 0).sum()), epoch))

@@ -25,9 +25,11 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from s3ft_jax.models.llama import ForwardSpec, hidden_states
 from s3ft_jax.training import lora
 
-# Tokens per LM-head chunk (rows x positions): 2048 x 49152 float32 logits are 400 MB; a
-# chunk keeps that to ~50 MB whatever the batch.
+# Logits per LM-head chunk (rows x positions x vocab): 2048 x 49152 float32 logits are 400 MB;
+# a 16M-element chunk keeps that to 64 MB on CPUs. Accelerators get larger chunks (bigger
+# matmuls); the choice is StepSpec.head_chunk.
 CHUNK_ELEMENTS = 1 << 24
+ACCELERATOR_CHUNK_ELEMENTS = 1 << 27
 
 
 # ----------------------------------------------------------------------------------------
@@ -67,28 +69,28 @@ def merge_trees(a: dict, b: dict) -> dict:
 # Loss: cross-entropy on the trained tokens, LM head in chunks with the gradient made on the way.
 
 
-def _chunk_len(batch: int, length: int, vocab: int) -> int:
-    """The largest divisor of `length` whose chunk of batch x c logits fits CHUNK_ELEMENTS."""
-    target = max(1, CHUNK_ELEMENTS // max(1, batch * vocab))
+def _chunk_len(batch: int, length: int, vocab: int, elements: int = 0) -> int:
+    """The largest divisor of `length` whose chunk of batch x c logits fits `elements`."""
+    target = max(1, (elements or CHUNK_ELEMENTS) // max(1, batch * vocab))
     return max(d for d in range(1, length + 1) if length % d == 0 and (d <= target or d == 1))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
-def lm_head_loss(hidden, head, labels, weights, tied: bool, head_grad: bool, spec: ForwardSpec | None = None):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
+def lm_head_loss(hidden, head, labels, weights, tied: bool, head_grad: bool, spec: ForwardSpec | None = None, chunk_elements: int = 0):
     """sum(weights * cross_entropy(hidden @ head, labels)) in float32.
 
     hidden [B, T, D], head [V, D] (tied) or [D, V], labels/weights [B, T]. The forward pass
     walks T in chunks and computes each chunk's softmax gradient right away, keeping d(hidden)
     and d(head) instead of logits: memory O(chunk x V) and no logits recomputed in backward.
     """
-    loss, _ = _lm_head_fwd_impl(hidden, head, labels, weights, tied, head_grad, spec)
+    loss, _ = _lm_head_fwd_impl(hidden, head, labels, weights, tied, head_grad, spec, chunk_elements)
     return loss
 
 
-def _lm_head_fwd_impl(hidden, head, labels, weights, tied, head_grad, spec):
+def _lm_head_fwd_impl(hidden, head, labels, weights, tied, head_grad, spec, chunk_elements):
     B, T, D = hidden.shape
     V = head.shape[0] if tied else head.shape[1]
-    c = _chunk_len(B, T, V)
+    c = _chunk_len(B, T, V, chunk_elements)
     n = T // c
     cdt = hidden.dtype
     head_c = head.astype(cdt)
@@ -121,13 +123,13 @@ def _lm_head_fwd_impl(hidden, head, labels, weights, tied, head_grad, spec):
     return loss, (dh, dhead)
 
 
-def _lm_head_fwd(hidden, head, labels, weights, tied, head_grad, spec):
-    loss, (dh, dhead) = _lm_head_fwd_impl(hidden, head, labels, weights, tied, head_grad, spec)
+def _lm_head_fwd(hidden, head, labels, weights, tied, head_grad, spec, chunk_elements):
+    loss, (dh, dhead) = _lm_head_fwd_impl(hidden, head, labels, weights, tied, head_grad, spec, chunk_elements)
     # The head rides along only for its shape and dtype (it is alive anyway: a parameter).
     return loss, (dh, dhead, head, labels, weights)
 
 
-def _lm_head_bwd(tied, head_grad, spec, res, ct):
+def _lm_head_bwd(tied, head_grad, spec, chunk_elements, res, ct):
     dh, dhead, head, labels, weights = res
     d_head = (ct * dhead).astype(head.dtype) if head_grad else jnp.zeros_like(head)
     return (ct * dh).astype(dh.dtype), d_head, np.zeros(labels.shape, jax.dtypes.float0), jnp.zeros_like(weights)
@@ -149,6 +151,7 @@ class StepSpec:
     forward: ForwardSpec
     lora: lora.LoraConfig | None  # None: full fine-tuning
     grad_accum: int = 1
+    head_chunk: int = 0  # logits per LM-head chunk; 0: by backend (CPU small, accelerators large)
 
 
 def loss_fn(params: dict, frozen: dict, batch: dict, key: jax.Array, denom: jax.Array, spec: StepSpec) -> jax.Array:
@@ -159,15 +162,23 @@ def loss_fn(params: dict, frozen: dict, batch: dict, key: jax.Array, denom: jax.
     fwd = spec.forward
     seg = batch["segment_ids"]
     hidden = hidden_states(full, fwd, batch["input_ids"], batch["positions"], seg > 0, segment_ids=seg)
+    # Only the positions that carry loss go through the LM head: per batch shard, a flat
+    # index into that shard's rows (see data.make_batch), so the gather never crosses devices.
+    R, T, D = hidden.shape
+    shards, K = batch["loss_index"].shape
+    hidden = jnp.take_along_axis(hidden.reshape(shards, (R // shards) * T, D), batch["loss_index"][..., None], axis=1)
+    hidden = fwd.constrain(hidden, "batch", None, "act_embed")
     tied = fwd.cfg.tie_word_embeddings
     head = full["embed"]["embedding"] if tied else full["lm_head"]["kernel"]
     head_grad = spec.lora is None  # under LoRA the head is frozen
-    return lm_head_loss(hidden, head, batch["labels"], batch["weights"] / denom, tied, head_grad, fwd if fwd.mesh is not None else None)
+    weights = batch["loss_weights"] / denom
+    chunk = spec.head_chunk or (CHUNK_ELEMENTS if jax.default_backend() == "cpu" else ACCELERATOR_CHUNK_ELEMENTS)
+    return lm_head_loss(hidden, head, batch["loss_labels"], weights, tied, head_grad, fwd if fwd.mesh is not None else None, chunk)
 
 
 def train_step(state: dict, frozen: dict, batch: dict, *, spec: StepSpec, tx: optax.GradientTransformation, lr: Callable):
     params = state["params"]
-    denom = jnp.maximum(jnp.sum(batch["weights"]), 1.0)
+    denom = jnp.maximum(jnp.sum(batch["loss_weights"]), 1.0)
     step_key = jax.random.fold_in(state["rng"], state["step"])
     grad_fn = jax.value_and_grad(loss_fn)
 
@@ -186,7 +197,7 @@ def train_step(state: dict, frozen: dict, batch: dict, *, spec: StepSpec, tx: op
     grad_norm = _global_norm(grads)
     updates, opt_state = tx.update(grads, state["opt_state"], params)
     new_state = {"step": state["step"] + 1, "params": optax.apply_updates(params, updates), "opt_state": opt_state, "rng": state["rng"]}
-    metrics = {"loss": loss, "grad_norm": grad_norm, "learning_rate": lr(state["step"]), "trained_tokens": jnp.sum(batch["weights"])}
+    metrics = {"loss": loss, "grad_norm": grad_norm, "learning_rate": lr(state["step"]), "trained_tokens": jnp.sum(batch["loss_weights"])}
     return new_state, metrics
 
 
@@ -206,6 +217,10 @@ def state_shardings(mesh: Mesh, tx, params: dict, param_sh: dict) -> dict:
     abstract = jax.eval_shape(tx.init, params)
     opt_sh = optax.tree_map_params(tx, lambda _, s: s, abstract, param_sh, transform_non_params=lambda _: replicated(mesh))
     return {"step": replicated(mesh), "params": param_sh, "opt_state": opt_sh, "rng": replicated(mesh)}
+
+
+# What the step reads of a host batch (data.make_batch also returns the full labels/weights).
+STEP_KEYS = ("input_ids", "positions", "segment_ids", "loss_index", "loss_labels", "loss_weights")
 
 
 def batch_sharding(mesh: Mesh, rules, shape: tuple[int, ...]) -> NamedSharding:

@@ -1,0 +1,191 @@
+"""Train-step speed and memory: ours against a plain PyTorch eager loop, same model, same batch.
+
+Embedded SmolLM2-135M-Instruct, float32, one batch of 8 rows x 256 tokens built from the first
+GSM8K training examples (chat-rendered prompt + gold answer + EOS, loss on the answer and EOS
+only, rows right-padded to 256). Two modes: full fine-tuning, and LoRA (r=8, alpha=16,
+dropout 0.1 on q_proj and v_proj). Both sides run AdamW (lr 1e-4) with gradient clipping at
+1.0 and the same masked mean cross-entropy; the PyTorch side is `transformers`'
+LlamaForCausalLM (sdpa attention) with a minimal LoRA wrapper for the LoRA mode.
+
+Each (framework, mode) runs in its own process, so each peak RSS (VmHWM) is its own. Step time
+is the median of the timed steps after warm-up (our compile is in the warm-up and reported
+separately). Prints one JSON line last.
+
+    python benchmarks/train_step.py [--warmup 2] [--steps 4] [--modes full,lora]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+COMMON = r"""
+import json, os, statistics, sys, time
+import numpy as np
+args = json.loads(sys.argv[1])
+batch = dict(np.load(args["batch"]))
+def peak_rss_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+def report(times, **extra):
+    timed = times[args["warmup"]:]
+    print(json.dumps({"step_s": statistics.median(timed), "min_step_s": min(timed), "first_step_s": times[0],
+                      "peak_rss_mb": peak_rss_mb(), "losses": losses, **extra}))
+"""
+
+OURS = COMMON + r"""
+import jax
+from s3ft_jax.models import resolve_model_path
+from s3ft_jax.training import lora as lora_lib, step as step_lib
+from s3ft_jax.training.loop import split_params
+from s3ft_jax.training.optimizer import OptimizerConfig, make_optimizer
+from s3ft_jax.models import from_pretrained
+from s3ft_jax.sharding import make_mesh, host_to_global
+from flax import nnx
+mesh = make_mesh({"fsdp": 1}, jax.devices()[:1])
+model = from_pretrained(resolve_model_path("smollm2-135m-instruct"), dtype="float32", mesh=mesh)
+spec = model.spec
+lcfg = lora_lib.LoraConfig() if args["mode"] == "lora" else None
+base = nnx.to_pure_dict(nnx.state(model, nnx.Param)); del model
+params, frozen, params_sh, frozen_sh = split_params(base, spec.cfg, spec, lcfg, mesh, 0); del base
+tx, lr = make_optimizer(OptimizerConfig(learning_rate=1e-4, schedule="constant", total_steps=100))
+state_sh = step_lib.state_shardings(mesh, tx, params, params_sh)
+state = step_lib.init_state(params, tx, state_sh, 0); del params
+step_fn = step_lib.compile_step(step_lib.StepSpec(forward=spec, lora=lcfg), tx, lr, state_sh, frozen_sh, mesh)
+gb = {k: host_to_global(batch[k][None], step_lib.batch_sharding(mesh, spec.rules, batch[k][None].shape)) for k in step_lib.STEP_KEYS}
+times, losses = [], []
+for i in range(args["warmup"] + args["steps"]):
+    t = time.perf_counter()
+    state, metrics = step_fn(state, frozen, gb)
+    losses.append(float(metrics["loss"]))
+    times.append(time.perf_counter() - t)
+report(times, trainable=int(sum(x.size for x in jax.tree.leaves(state["params"]))))
+"""
+
+TORCH = COMMON + r"""
+import torch
+from transformers import AutoModelForCausalLM
+from s3ft_jax.models import resolve_model_path
+torch.manual_seed(0)
+model = AutoModelForCausalLM.from_pretrained(resolve_model_path("smollm2-135m-instruct"), dtype=torch.float32)
+model.train()
+
+class LoraLinear(torch.nn.Module):
+    def __init__(self, base, r=8, alpha=16, dropout=0.1):
+        super().__init__()
+        self.base, self.scale = base, alpha / r
+        self.dropout = torch.nn.Dropout(dropout)
+        self.lora_A = torch.nn.Linear(base.in_features, r, bias=False)
+        self.lora_B = torch.nn.Linear(r, base.out_features, bias=False)
+        torch.nn.init.kaiming_uniform_(self.lora_A.weight, a=5 ** 0.5)
+        torch.nn.init.zeros_(self.lora_B.weight)
+    def forward(self, x):
+        return self.base(x) + self.lora_B(self.lora_A(self.dropout(x))) * self.scale
+
+if args["mode"] == "lora":
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for layer in model.model.layers:
+        layer.self_attn.q_proj = LoraLinear(layer.self_attn.q_proj)
+        layer.self_attn.v_proj = LoraLinear(layer.self_attn.v_proj)
+trainable = [p for p in model.parameters() if p.requires_grad]
+opt = torch.optim.AdamW(trainable, lr=1e-4, weight_decay=0.0)
+ids = torch.from_numpy(batch["input_ids"]).long()
+mask = torch.from_numpy((batch["segment_ids"] > 0).astype("int64"))
+weights = torch.from_numpy(batch["weights"])
+labels = torch.from_numpy(batch["labels"]).long()
+times, losses = [], []
+for i in range(args["warmup"] + args["steps"]):
+    t = time.perf_counter()
+    logits = model(input_ids=ids, attention_mask=mask).logits
+    ce = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), reduction="none")
+    loss = (ce * weights.flatten()).sum() / weights.sum()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    losses.append(loss.item())
+    times.append(time.perf_counter() - t)
+report(times, threads=torch.get_num_threads(), trainable=sum(p.numel() for p in trainable))
+"""
+
+
+def make_batch(path: str, rows: int, length: int) -> dict:
+    """The first GSM8K training examples as one [rows, length] batch, saved to `path`."""
+    import numpy as np
+
+    from s3ft_jax.models import load_tokenizer
+    from s3ft_jax.tasks import gsm8k
+    from s3ft_jax.tasks.data import resolve_data_dir
+    from s3ft_jax.training import data as data_lib
+
+    tokenizer = load_tokenizer("smollm2-135m-instruct")
+    examples = gsm8k.load_split(resolve_data_dir(None), "train")[:rows]
+    rows_in = [{"prompt": gsm8k.PREDICTION_PROMPT.format(question=e["question"]), "target": e["answer"]} for e in examples]
+    tokenized, stats = data_lib.tokenize(rows_in, tokenizer, length + 1)
+    batch = data_lib.make_batch(tokenized, [[i] for i in range(rows)], num_rows=rows, grad_accum=1, row_multiple=1, max_length=length)
+    full = {}
+    for key, value in batch.items():
+        if key.startswith("loss_"):
+            full[key] = value[0]
+            continue
+        assert value.shape == (1, rows, length), value.shape  # the longest rows fill all 256
+        full[key] = value[0]
+    np.savez(path, **full)
+    return {"real_tokens": int((full["segment_ids"] > 0).sum()), "trained_tokens": int(full["weights"].sum()), "truncated": stats.truncated}
+
+
+def run(code: str, args: dict) -> dict:
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True, env=env)
+    if proc.returncode:
+        sys.exit(f"benchmark process failed ({args['mode']}):\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=8)
+    parser.add_argument("--length", type=int, default=256)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--modes", default="full,lora")
+    parser.add_argument("--only", choices=["ours", "torch"], default=None, help="run one side (for profiling)")
+    cli = parser.parse_args()
+    result = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "batch.npz")
+        info = make_batch(path, cli.rows, cli.length)
+        for mode in cli.modes.split(","):
+            args = {"batch": path, "mode": mode, "warmup": cli.warmup, "steps": cli.steps}
+            ours = run(OURS, args) if cli.only != "torch" else None
+            ref = run(TORCH, args) if cli.only != "ours" else None
+            tokens = cli.rows * cli.length
+            entry = {}
+            if ours:
+                entry.update(ours_tok_s=round(tokens / ours["step_s"], 1), ours_step_s=round(ours["step_s"], 2),
+                             ours_compile_s=round(max(ours["first_step_s"] - ours["step_s"], 0.0), 1),
+                             ours_peak_rss_mb=round(ours["peak_rss_mb"]), trainable=ours["trainable"])  # fmt: skip
+            if ref:
+                entry.update(torch_tok_s=round(tokens / ref["step_s"], 1), torch_step_s=round(ref["step_s"], 2),
+                             torch_peak_rss_mb=round(ref["peak_rss_mb"]), torch_threads=ref["threads"])  # fmt: skip
+            if ours and ref:
+                entry["ratio"] = round(ref["step_s"] / ours["step_s"], 2)
+                entry["memory_ratio"] = round(ours["peak_rss_mb"] / ref["peak_rss_mb"], 2)
+                entry["first_loss_diff"] = round(abs(ours["losses"][0] - ref["losses"][0]), 5)
+            result[mode] = entry
+            print(f"{mode}: {json.dumps(entry)}", file=sys.stderr)
+    print(json.dumps({
+        **result, "batch": f"{cli.rows}x{cli.length}", **info, "dtype": "float32",
+        "timed_steps": cli.steps, "machine": f"{os.cpu_count()} CPU cores",
+    }))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
