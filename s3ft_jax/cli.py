@@ -236,6 +236,12 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("absl", "jax", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
+        if os.environ.get("S3FT_DISTRIBUTED") == "1":
+            # Multi-host (scripts/launch_multihost.sh): join the other processes before any
+            # JAX call, so the mesh spans every host's devices.
+            import jax
+
+            jax.distributed.initialize()
         COMMANDS[command](parse_config(rest))
     except S3FTError as e:
         print(f"s3ft: error: {e}", file=sys.stderr)

@@ -1,0 +1,55 @@
+"""The paper's experiment (S3FT.md): one task, all four methods, the paper's settings.
+
+    s3ft run --config=configs/paper.py:gsm8k
+    s3ft run --config=configs/paper.py:mbpp --config.model.name=/models/Mistral-7B-Instruct-v0.2
+    s3ft run --config=configs/paper.py:nq --config.mesh.fsdp=8 --config.mesh.tensor=1
+
+Base = judge = paraphraser: Mistral-7B-Instruct-v0.2 (any HF Llama/Mistral/Qwen2 directory
+or hub id works via --config.model.name). LoRA r=8, alpha=16, dropout 0.1 on q_proj/v_proj;
+lr 1e-4 cosine, effective batch 8, bfloat16 compute with float32 master weights, max length
+1024, greedy decoding; the SDFT code these settings come from trains 3 epochs.
+"""
+
+from s3ft_jax.config import base_config
+
+TASKS = {
+    # task: max new tokens
+    "gsm8k": 512,
+    "mbpp": 512,
+    "nq": 64,
+}
+
+
+def get_config(task="gsm8k"):
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
+    config = base_config()
+    config.workdir = f"runs/paper-{task}"
+    config.model.name = "mistralai/Mistral-7B-Instruct-v0.2"
+    config.model.dtype = "bfloat16"
+    config.model.param_dtype = "float32"
+    config.mesh.data, config.mesh.fsdp, config.mesh.tensor = 1, -1, 1
+    config.task.name = task
+    config.sampling.max_new_tokens = TASKS[task]
+    config.sampling.batch_size = 64
+    config.sampling.temperature = 0.0
+    config.judge.mode = "llm"  # NQ: the base model judges, as in the paper
+    config.run.methods = ("base", "sft", "sdft", "s3ft")
+    config.train.learning_rate = 1e-4
+    config.train.schedule = "cosine"
+    config.train.warmup_ratio = 0.03
+    config.train.num_epochs = 3
+    config.train.batch_size = 8
+    config.train.max_length = 1024
+    config.train.checkpoint_every = 200
+    config.train.remat = "full"
+    config.lora.enabled = True
+    config.lora.rank = 8
+    config.lora.alpha = 16.0
+    config.lora.dropout = 0.1
+    config.lora.targets = ("q_proj", "v_proj")
+    config.eval.limit = 0  # the whole test split
+    config.eval.benchmarks = ("mmlu", "mmlu_5shot", "truthfulqa_mc1", "truthfulqa_mc2", "hellaswag",
+                              "arc_easy", "arc_challenge", "winogrande", "piqa", "boolq")
+    config.eval.batch_size = 32
+    return config
