@@ -29,6 +29,7 @@ test: $(VENV)/.installed-test
 bench: $(VENV)/.installed-test
 	$(PY) benchmarks/load_model.py
 	$(PY) benchmarks/sampler.py
+	$(PY) benchmarks/train_step.py
 
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test

@@ -69,7 +69,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=2048)
-    parser.add_argument("--remat", default="full", choices=["none", "full", "dots"])
+    parser.add_argument("--remat", default="full", choices=["minimal", "none", "full", "dots"])
     parser.add_argument("--attention", default=None, choices=["xla", "cudnn", "dot_product"], help="default: cudnn on GPU, xla elsewhere")
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--steps", type=int, default=10)

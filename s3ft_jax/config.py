@@ -135,7 +135,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.adam_b1 = 0.9
     c.train.adam_b2 = 0.999
     c.train.adam_eps = 1e-8
-    c.train.remat = "none"  # none | full | dots: recompute layer activations in backward
+    # What each layer keeps for backward: minimal (matmul inputs; recompute norms, RoPE,
+    # softmax, SiLU) | none (keep all) | dots (matmul outputs) | full (layer inputs only).
+    c.train.remat = "minimal"
+    c.train.attention = "xla"  # xla (any mask) | cudnn (GPU flash attention; no packing, no sliding window)
     c.train.checkpoint_every = 100  # steps; a final checkpoint is always written
     c.train.keep_checkpoints = 2
     c.train.async_checkpoints = True
@@ -223,8 +226,12 @@ def _validate_train(config: ml_collections.ConfigDict) -> None:
         raise ConfigError("set train.warmup_steps or train.warmup_ratio, not both")
     if t.clip_norm < 0 or t.weight_decay < 0:
         raise ConfigError("train.clip_norm and train.weight_decay must be >= 0")
-    if t.remat not in ("none", "full", "dots"):
-        raise ConfigError(f"train.remat must be none, full or dots, got {t.remat!r}")
+    if t.remat not in ("minimal", "none", "full", "dots"):
+        raise ConfigError(f"train.remat must be minimal, none, full or dots, got {t.remat!r}")
+    if t.attention not in ("xla", "cudnn", "dot_product"):
+        raise ConfigError(f"train.attention must be xla or cudnn, got {t.attention!r}")
+    if t.attention != "xla" and t.packing:
+        raise ConfigError("train.attention=cudnn needs train.packing=False (packed rows need segment masks)")
     lora = config.lora
     if lora.rank <= 0 or lora.alpha <= 0:
         raise ConfigError(f"lora.rank and lora.alpha must be positive, got {lora.rank} and {lora.alpha}")

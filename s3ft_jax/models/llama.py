@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
 
 from s3ft_jax.models.config import ModelConfig
 from s3ft_jax.models.rope import apply_rope, inverse_frequencies, rope_tables
@@ -158,8 +159,10 @@ class ForwardSpec:
     dtype: Any = jnp.float32
     rules: ShardingRules = DEFAULT_RULES
     mesh: jax.sharding.Mesh | None = None
-    # Training only: rematerialise each layer in the backward pass. "none" keeps every
-    # activation, "full" keeps only the layer inputs, "dots" also keeps matmul outputs.
+    # Training only: what each layer keeps for the backward pass. "minimal" keeps the inputs
+    # of its matmuls (named below) and recomputes the cheap rest: norms, RoPE, the attention
+    # softmax, SiLU. "none" keeps everything XLA's autodiff saves (attention probabilities
+    # included), "full" only the layer inputs, "dots" every matmul output.
     remat: str = "none"
     # Training only: "xla" is `attend` below (any mask: padding, segments, windows). "cudnn"
     # (GPU flash attention) and "dot_product" (the same call on XLA, for tests) use
@@ -235,9 +238,12 @@ def forward_cached(params: dict, spec: ForwardSpec, input_ids, positions, valid,
     return _decoder(params, spec, input_ids, positions, valid, cache=cache, write_index=write_index)
 
 
+# Activations named with checkpoint_name in decoder_layer / lora_delta.
+SAVED_ACTIVATIONS = ("norm_in", "q", "k", "v", "attn_out", "mlp_in", "gate", "up", "lora_in")
 _REMAT_POLICIES = {
     "full": None,  # save nothing but the layer's input
     "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "minimal": jax.checkpoint_policies.save_only_these_names(*SAVED_ACTIVATIONS),
 }
 
 
@@ -334,7 +340,7 @@ def lora_delta(p: dict, x: jax.Array, eq: str) -> jax.Array:
     if "lora_key" in p:
         keep = p["lora_keep"]
         mask = jax.random.bernoulli(p["lora_key"], keep, x.shape)
-        x = jnp.where(mask, x / keep.astype(x.dtype), jnp.zeros((), x.dtype))
+        x = checkpoint_name(jnp.where(mask, x / keep.astype(x.dtype), jnp.zeros((), x.dtype)), "lora_in")
     low = jnp.einsum(f"{x_axes},{in_axes}r->{kept}r", x, p["lora_a"].astype(x.dtype))
     y = jnp.einsum(f"{kept}r,r{k_axes[n_in:]}->{out_axes}", low, p["lora_b"].astype(x.dtype))
     return y * p["lora_scale"].astype(y.dtype)
@@ -345,10 +351,10 @@ def decoder_layer(p: dict, spec: ForwardSpec, x, cos, sin, mask, cache=None, wri
     this layer's index), it writes the new k/v into slots [write_index, +T) and attends to
     the layer's whole cache; it then returns the updated caches."""
     cfg = spec.cfg
-    h = rms_norm(x, p["input_norm"]["scale"], cfg.rms_norm_eps)
-    q = apply_rope(project(p["q_proj"], h, "btd,dhk->bthk"), cos, sin)
-    k = apply_rope(project(p["k_proj"], h, "btd,dhk->bthk"), cos, sin)
-    v = project(p["v_proj"], h, "btd,dhk->bthk")
+    h = checkpoint_name(rms_norm(x, p["input_norm"]["scale"], cfg.rms_norm_eps), "norm_in")
+    q = checkpoint_name(apply_rope(project(p["q_proj"], h, "btd,dhk->bthk"), cos, sin), "q")
+    k = checkpoint_name(apply_rope(project(p["k_proj"], h, "btd,dhk->bthk"), cos, sin), "k")
+    v = checkpoint_name(project(p["v_proj"], h, "btd,dhk->bthk"), "v")
     q = spec.constrain(q, "batch", "seq", "act_heads", None)
     new_cache = None
     if spec.attention != "xla" and cache is None:  # `mask` is then each row's length
@@ -369,11 +375,11 @@ def decoder_layer(p: dict, spec: ForwardSpec, x, cos, sin, mask, cache=None, wri
 def _mlp_block(p: dict, spec: ForwardSpec, x, attn):
     """The rest of a block after attention: output projection, residual, MLP, residual."""
     cfg = spec.cfg
-    x = x + project(p["o_proj"], attn, "bthk,hkd->btd")
+    x = x + project(p["o_proj"], checkpoint_name(attn, "attn_out"), "bthk,hkd->btd")
     x = spec.constrain(x, "batch", "seq", "act_embed")
-    h = rms_norm(x, p["post_attn_norm"]["scale"], cfg.rms_norm_eps)
-    gate = project(p["gate_proj"], h, "btd,df->btf")
-    up = project(p["up_proj"], h, "btd,df->btf")
+    h = checkpoint_name(rms_norm(x, p["post_attn_norm"]["scale"], cfg.rms_norm_eps), "mlp_in")
+    gate = checkpoint_name(project(p["gate_proj"], h, "btd,df->btf"), "gate")
+    up = checkpoint_name(project(p["up_proj"], h, "btd,df->btf"), "up")
     x = x + project(p["down_proj"], jax.nn.silu(gate) * up, "btf,fd->btd")
     return spec.constrain(x, "batch", "seq", "act_embed")
 

@@ -126,7 +126,9 @@ def train(config, dataset_path: str | Path | None = None, workdir: str | Path | 
     )  # fmt: skip
 
     base, cfg, fwd = load_base(config, mesh, trainable_all=lcfg is None)
-    fwd = dataclasses.replace(fwd, remat=t.remat)
+    if t.attention != "xla" and any(cfg.sliding_windows):
+        raise S3FTError("train.attention=cudnn does not support sliding-window attention: use train.attention=xla")
+    fwd = dataclasses.replace(fwd, remat=t.remat, attention=t.attention)
     params, frozen, params_sh, frozen_sh = split_params(base, cfg, fwd, lcfg, mesh, config.seed)
     del base
     warmup = t.warmup_steps or int(round(t.warmup_ratio * total))
