@@ -7,9 +7,11 @@ dropout 0.1 on q_proj and v_proj). Both sides run AdamW (lr 1e-4) with gradient 
 1.0 and the same masked mean cross-entropy; the PyTorch side is `transformers`'
 LlamaForCausalLM (sdpa attention) with a minimal LoRA wrapper for the LoRA mode.
 
-Each (framework, mode) runs in its own process, so each peak RSS (VmHWM) is its own. Step time
-is the median of the timed steps after warm-up (our compile is in the warm-up and reported
-separately). Prints one JSON line last.
+Each (framework, mode) runs in its own process, so each peak RSS (VmHWM) is its own. The two
+processes of a mode live side by side and step alternately (ours, then PyTorch, ...), so
+background load on a shared machine hits both alike. Step time is the median of the timed
+steps after warm-up (our compile is in the first step and reported separately). Prints one
+JSON line last.
 
     python benchmarks/train_step.py [--warmup 2] [--steps 4] [--modes full,lora]
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,10 +35,17 @@ def peak_rss_mb():
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
-def report(times, **extra):
-    timed = times[args["warmup"]:]
-    print(json.dumps({"step_s": statistics.median(timed), "min_step_s": min(timed), "first_step_s": times[0],
-                      "peak_rss_mb": peak_rss_mb(), "losses": losses, **extra}))
+def serve(step, **extra):
+    # The parent alternates the two frameworks step by step ("step" on stdin), so both see
+    # the same background load; each answer is one JSON line.
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        if line.strip() != "step":
+            break
+        t = time.perf_counter()
+        loss = step()
+        print(json.dumps({"seconds": time.perf_counter() - t, "loss": loss}), flush=True)
+    print(json.dumps({"peak_rss_mb": peak_rss_mb(), **extra}), flush=True)
 """
 
 OURS = COMMON + r"""
@@ -49,7 +59,8 @@ from s3ft_jax.sharding import make_mesh, host_to_global
 from flax import nnx
 mesh = make_mesh({"fsdp": 1}, jax.devices()[:1])
 model = from_pretrained(resolve_model_path("smollm2-135m-instruct"), dtype="float32", mesh=mesh)
-spec = model.spec
+import dataclasses
+spec = dataclasses.replace(model.spec, remat=args["remat"])  # what `s3ft train` uses (train.remat)
 lcfg = lora_lib.LoraConfig() if args["mode"] == "lora" else None
 base = nnx.to_pure_dict(nnx.state(model, nnx.Param)); del model
 params, frozen, params_sh, frozen_sh = split_params(base, spec.cfg, spec, lcfg, mesh, 0); del base
@@ -58,13 +69,12 @@ state_sh = step_lib.state_shardings(mesh, tx, params, params_sh)
 state = step_lib.init_state(params, tx, state_sh, 0); del params
 step_fn = step_lib.compile_step(step_lib.StepSpec(forward=spec, lora=lcfg), tx, lr, state_sh, frozen_sh, mesh)
 gb = {k: host_to_global(batch[k][None], step_lib.batch_sharding(mesh, spec.rules, batch[k][None].shape)) for k in step_lib.STEP_KEYS}
-times, losses = [], []
-for i in range(args["warmup"] + args["steps"]):
-    t = time.perf_counter()
+trainable = int(sum(x.size for x in jax.tree.leaves(state["params"])))
+def step():
+    global state
     state, metrics = step_fn(state, frozen, gb)
-    losses.append(float(metrics["loss"]))
-    times.append(time.perf_counter() - t)
-report(times, trainable=int(sum(x.size for x in jax.tree.leaves(state["params"]))))
+    return float(metrics["loss"])
+serve(step, trainable=trainable)
 """
 
 TORCH = COMMON + r"""
@@ -99,9 +109,7 @@ ids = torch.from_numpy(batch["input_ids"]).long()
 mask = torch.from_numpy((batch["segment_ids"] > 0).astype("int64"))
 weights = torch.from_numpy(batch["weights"])
 labels = torch.from_numpy(batch["labels"]).long()
-times, losses = [], []
-for i in range(args["warmup"] + args["steps"]):
-    t = time.perf_counter()
+def step():
     logits = model(input_ids=ids, attention_mask=mask).logits
     ce = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), reduction="none")
     loss = (ce * weights.flatten()).sum() / weights.sum()
@@ -109,9 +117,8 @@ for i in range(args["warmup"] + args["steps"]):
     torch.nn.utils.clip_grad_norm_(trainable, 1.0)
     opt.step()
     opt.zero_grad(set_to_none=True)
-    losses.append(loss.item())
-    times.append(time.perf_counter() - t)
-report(times, threads=torch.get_num_threads(), trainable=sum(p.numel() for p in trainable))
+    return loss.item()
+serve(step, threads=torch.get_num_threads(), trainable=sum(p.numel() for p in trainable))
 """
 
 
@@ -140,13 +147,57 @@ def make_batch(path: str, rows: int, length: int) -> dict:
     return {"real_tokens": int((full["segment_ids"] > 0).sum()), "trained_tokens": int(full["weights"].sum()), "truncated": stats.truncated}
 
 
-def run(code: str, args: dict) -> dict:
-    env = dict(os.environ)
-    env.pop("XLA_FLAGS", None)
-    proc = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True, env=env)
-    if proc.returncode:
-        sys.exit(f"benchmark process failed ({args['mode']}):\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+class Worker:
+    """One framework in its own process, stepping when told."""
+
+    def __init__(self, code: str, args: dict):
+        env = dict(os.environ)
+        env.pop("XLA_FLAGS", None)
+        self.name = "ours" if code is OURS else "torch"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code, json.dumps(args)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+        )
+        self._read()  # loaded and ready
+
+    def _read(self) -> dict:
+        for line in self.proc.stdout:
+            if line.startswith("{"):
+                return json.loads(line)
+        self.proc.wait()
+        sys.exit(f"benchmark process ({self.name}) failed with status {self.proc.returncode}")
+
+    def step(self) -> dict:
+        self.proc.stdin.write("step\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def finish(self) -> dict:
+        self.proc.stdin.write("quit\n")
+        self.proc.stdin.flush()
+        out = self._read()
+        self.proc.wait()
+        return out
+
+
+def run_mode(args: dict, only: str | None) -> dict:
+    """Both frameworks alive at once, stepping alternately: warm-up steps, then timed ones."""
+    workers = [Worker(code, args) for code, name in ((OURS, "ours"), (TORCH, "torch")) if only in (None, name)]
+    times = {w.name: [] for w in workers}
+    losses = {w.name: [] for w in workers}
+    for _ in range(args["warmup"] + args["steps"]):
+        for w in workers:
+            r = w.step()
+            times[w.name].append(r["seconds"])
+            losses[w.name].append(r["loss"])
+    out = {}
+    for w in workers:
+        final = w.finish()
+        timed = times[w.name][args["warmup"] :]
+        out[w.name] = {
+            "step_s": statistics.median(timed), "min_step_s": min(timed), "first_step_s": times[w.name][0],
+            "losses": losses[w.name], **final,
+        }  # fmt: skip
+    return out
 
 
 def main() -> None:
@@ -156,6 +207,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--modes", default="full,lora")
+    parser.add_argument("--remat", default="minimal", help="train.remat for our side")
     parser.add_argument("--only", choices=["ours", "torch"], default=None, help="run one side (for profiling)")
     cli = parser.parse_args()
     result = {}
@@ -163,9 +215,9 @@ def main() -> None:
         path = os.path.join(tmp, "batch.npz")
         info = make_batch(path, cli.rows, cli.length)
         for mode in cli.modes.split(","):
-            args = {"batch": path, "mode": mode, "warmup": cli.warmup, "steps": cli.steps}
-            ours = run(OURS, args) if cli.only != "torch" else None
-            ref = run(TORCH, args) if cli.only != "ours" else None
+            args = {"batch": path, "mode": mode, "warmup": cli.warmup, "steps": cli.steps, "remat": cli.remat}
+            both = run_mode(args, cli.only)
+            ours, ref = both.get("ours"), both.get("torch")
             tokens = cli.rows * cli.length
             entry = {}
             if ours:
@@ -183,7 +235,7 @@ def main() -> None:
             print(f"{mode}: {json.dumps(entry)}", file=sys.stderr)
     print(json.dumps({
         **result, "batch": f"{cli.rows}x{cli.length}", **info, "dtype": "float32",
-        "timed_steps": cli.steps, "machine": f"{os.cpu_count()} CPU cores",
+        "timed_steps": cli.steps, "remat": cli.remat, "machine": f"{os.cpu_count()} CPU cores",
     }))  # fmt: skip
 
 

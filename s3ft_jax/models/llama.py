@@ -239,7 +239,7 @@ def forward_cached(params: dict, spec: ForwardSpec, input_ids, positions, valid,
 
 
 # Activations named with checkpoint_name in decoder_layer / lora_delta.
-SAVED_ACTIVATIONS = ("norm_in", "q", "k", "v", "attn_out", "mlp_in", "gate", "up", "lora_in")
+SAVED_ACTIVATIONS = ("norm_in", "q", "k", "v", "attn_out", "mlp_in", "gate", "up", "lora_mask")
 _REMAT_POLICIES = {
     "full": None,  # save nothing but the layer's input
     "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
@@ -338,12 +338,26 @@ def lora_delta(p: dict, x: jax.Array, eq: str) -> jax.Array:
     n_in = p["lora_a"].ndim - 1
     in_axes, kept = k_axes[:n_in], "".join(a for a in x_axes if a not in k_axes)
     if "lora_key" in p:
-        keep = p["lora_keep"]
-        mask = jax.random.bernoulli(p["lora_key"], keep, x.shape)
-        x = checkpoint_name(jnp.where(mask, x / keep.astype(x.dtype), jnp.zeros((), x.dtype)), "lora_in")
+        mask, keep = _keep_mask(p["lora_key"], p["lora_keep"], x.shape)
+        x = jnp.where(checkpoint_name(mask, "lora_mask"), x / keep.astype(x.dtype), jnp.zeros((), x.dtype))
     low = jnp.einsum(f"{x_axes},{in_axes}r->{kept}r", x, p["lora_a"].astype(x.dtype))
     y = jnp.einsum(f"{kept}r,r{k_axes[n_in:]}->{out_axes}", low, p["lora_b"].astype(x.dtype))
     return y * p["lora_scale"].astype(y.dtype)
+
+
+def _keep_mask(key: jax.Array, keep: jax.Array, shape: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
+    """Dropout's keep mask and its exact keep probability.
+
+    Two 16-bit draws per 32-bit random word (threefry makes one word per element otherwise,
+    and it dominates LoRA's overhead on CPUs), so the probability is a multiple of 2^-16:
+    1 - 0.1 becomes 58982 / 65536 = 0.900009, and the kept values are scaled by exactly that.
+    """
+    if shape[-1] % 2:
+        return jax.random.bernoulli(key, keep, shape), keep
+    bits = jax.random.bits(key, (*shape[:-1], shape[-1] // 2), jnp.uint32)
+    draws = jax.lax.bitcast_convert_type(bits, jnp.uint16).reshape(shape)
+    threshold = jnp.round(keep * 65536.0).astype(jnp.uint32)
+    return draws.astype(jnp.uint32) < threshold, threshold.astype(jnp.float32) / 65536.0
 
 
 def decoder_layer(p: dict, spec: ForwardSpec, x, cos, sin, mask, cache=None, write_index=None):

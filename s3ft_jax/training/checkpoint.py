@@ -80,7 +80,7 @@ class Checkpointer:
                 continue
             if run_id is not None and meta.get("run_id") != run_id:
                 raise S3FTError(
-                    f"{self.directory} holds checkpoints of a different run (other data, seed, batch or adapter settings): "
+                    f"{self.directory} holds checkpoints of a different run (other data, seed, batch, step count or adapter settings): "
                     "use a new workdir or delete them"
                 )
             try:

@@ -146,10 +146,11 @@ def train(config, dataset_path: str | Path | None = None, workdir: str | Path | 
     ckpt = Checkpointer(run_dir / "checkpoints", keep=t.keep_checkpoints, async_save=t.async_checkpoints)
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
     restored = ckpt.restore_latest(abstract, rid)
-    start = 0
+    start, last_loss = 0, None
     if restored is not None:
         state, meta = restored
         start = int(meta["step"])
+        last_loss = meta.get("loss")
         log.info("resuming from checkpoint %d (epoch %d)", start, meta["epoch"])
     n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
     log.info(
@@ -168,7 +169,6 @@ def train(config, dataset_path: str | Path | None = None, workdir: str | Path | 
 
     writer = MetricsWriter(run_dir, total_steps=total, start_step=start, progress=t.progress)
     pending: list = []
-    last_loss = None
     clock = time.perf_counter()
 
     def flush():
