@@ -206,8 +206,8 @@ def test_kill_9_during_generation_then_rerun_matches_an_uninterrupted_run(embedd
     from s3ft_jax.models import resolve_model_path
 
     model_dir = make_tiny_chat_model(tmp_path / "tiny", resolve_model_path("smollm2-135m-instruct"))
-    args = ["build", f"--config.model.name={model_dir}", "--config.task.limit=8", "--config.sampling.batch_size=1",
-            "--config.sampling.max_new_tokens=24", f"--config.data.data_dir={shared_data_dir()}", "--config.mesh.fsdp=1"]
+    args = ["build", f"--config.model.name={model_dir}", "--config.task.limit=5", "--config.sampling.batch_size=1",
+            "--config.sampling.max_new_tokens=12", f"--config.data.data_dir={shared_data_dir()}", "--config.mesh.fsdp=1"]
     env = dict(os.environ, PYTHONPATH=str(ROOT), S3FT_LOG_LEVEL="WARNING")
     env["XLA_FLAGS"] = ""  # one device: the build runs as a user runs it
 
@@ -224,20 +224,20 @@ def test_kill_9_during_generation_then_rerun_matches_an_uninterrupted_run(embedd
     predictions = workdir / "build" / "predict.jsonl"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
-        if predictions.exists() and predictions.read_text().count("\n") >= 2:
+        if predictions.exists() and predictions.read_text().count("\n") >= 1:
             break
         time.sleep(0.02)
     assert proc.poll() is None, "build finished before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     written = predictions.read_text().count("\n")
-    assert 2 <= written < 8
+    assert 1 <= written < 5
     resumed = run(workdir)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed" in resumed.stdout
     assert (workdir / "dataset.jsonl").read_bytes() == (tmp_path / "clean" / "dataset.jsonl").read_bytes()
     rows = [json.loads(l) for l in (workdir / "build" / "predict.jsonl").read_text().splitlines()]
-    assert len(rows) == len({r["id"] for r in rows}) == 8
+    assert len(rows) == len({r["id"] for r in rows}) == 5
 
 
 def test_cli_build_errors_are_one_line(tmp_path, capsys):
@@ -271,3 +271,22 @@ def test_bad_prompt_template_names_the_missing_field():
     t = get_task(config)
     with pytest.raises(Exception, match=r"\{problem\}.*question"):
         t.prediction_prompt(Example("x", {"question": "q"}, "g", "1"))
+
+
+def test_build_mbpp_on_a_tiny_model_with_the_sandbox(embedded_home, tmp_path, capsys):
+    """The real path: the sampler generates, the sandbox judges, every target is what the
+    verdicts say (a random model fails everything, so S3FT falls back to gold)."""
+    from s3ft_jax.models import resolve_model_path
+
+    model_dir = make_tiny_chat_model(tmp_path / "tiny", resolve_model_path("smollm2-135m-instruct"))
+    args = ["build", f"--config.model.name={model_dir}", "--config.task.name=mbpp", "--config.task.limit=8",
+            "--config.sampling.max_new_tokens=16", f"--config.data.data_dir={shared_data_dir()}", f"--config.workdir={tmp_path / 'run'}"]
+    assert cli.main(args) == 0
+    assert "judge_paraphrase" in capsys.readouterr().out
+    rows = [json.loads(l) for l in (tmp_path / "run" / "dataset.jsonl").read_text().splitlines()]
+    assert len(rows) == 8
+    for r in rows:
+        assert r["prediction_correct"] is False
+        assert r["prediction_detail"].split(":")[0] in ("failed", "error", "timeout", "crashed"), r["prediction_detail"]
+        assert r["source"] == "gold" and r["target"] == r["gold"] and r["target"].startswith("[BEGIN]")
+        assert r["paraphrase"] is not None
