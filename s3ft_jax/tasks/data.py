@@ -46,7 +46,7 @@ def load_table(source: str, *, data_dir: Path | None = None, split: str = "train
     if kind is None:
         raise S3FTError(f"{path}: unsupported data file type (use .jsonl, .json or .csv)")
     if kind == "json" and path.suffix.lower() == ".jsonl":
-        _check_jsonl(path)  # line-numbered errors; `datasets` only says "failed to parse"
+        read_jsonl(path)  # line-numbered errors; `datasets` only says "failed to parse"
     import datasets
 
     datasets.disable_progress_bars()
@@ -59,13 +59,14 @@ def load_table(source: str, *, data_dir: Path | None = None, split: str = "train
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    return _check_jsonl(Path(path))
+    return [row for _, row in iter_jsonl(Path(path))]
 
 
-def _check_jsonl(path: Path) -> list[dict]:
+def iter_jsonl(path: Path, missing: str = "missing data file {path}"):
+    """(line number, object) for each non-blank line; a bad line is a one-line S3FTError."""
+    path = Path(path)
     if not path.is_file():
-        raise S3FTError(f"missing data file {path}")
-    rows = []
+        raise S3FTError(missing.format(path=path))
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -76,8 +77,7 @@ def _check_jsonl(path: Path) -> list[dict]:
                 raise S3FTError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
             if not isinstance(row, dict):
                 raise S3FTError(f"{path}:{lineno}: each line must be a JSON object")
-            rows.append(row)
-    return rows
+            yield lineno, row
 
 
 def _load_hub(name: str, split: str) -> list[dict]:

@@ -57,22 +57,15 @@ class DataStats:
 
 def read_rows(path: str | Path) -> list[dict]:
     """A JSONL of {"prompt": str, "target": str, ...}; other fields are ignored."""
+    from s3ft_jax.tasks.data import iter_jsonl
+
     path = Path(path)
-    if not path.is_file():
-        raise S3FTError(f"training data {path} not found (set --config.train.dataset)")
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise S3FTError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            for key in ("prompt", "target"):
-                if not isinstance(row, dict) or not isinstance(row.get(key), str):
-                    raise S3FTError(f"{path}:{lineno}: needs a string field {key!r}")
-            rows.append(row)
+    for lineno, row in iter_jsonl(path, missing="training data {path} not found (set --config.train.dataset)"):
+        for key in ("prompt", "target"):
+            if not isinstance(row.get(key), str):
+                raise S3FTError(f"{path}:{lineno}: needs a string field {key!r}")
+        rows.append(row)
     if not rows:
         raise S3FTError(f"training data {path} has no rows")
     return rows
