@@ -24,7 +24,6 @@ prompt) and B (3 tokens, 1 of prompt):
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
