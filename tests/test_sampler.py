@@ -157,3 +157,24 @@ def test_compaction_keeps_results_identical(tiny):
     assert [g.finish_reason for g in compacted] == [g.finish_reason for g in plain]
     for a, b in zip(compacted, plain):
         np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-5)
+
+
+def test_shared_prefix_is_computed_once_and_changes_nothing(tiny):
+    # Prompts that open with the same 30 tokens (a chat template's system prompt, say): the
+    # prefix is prefilled once, and every row must still decode what transformers decodes.
+    path, torch_model = tiny
+    head = _prompts(1, seed=11, lo=30, hi=31)[0]
+    prompts = [head + tail for tail in _prompts(6, seed=12, lo=1, hi=40)]
+    model = from_pretrained(path)
+    before = TRACE_COUNTS.copy()
+    shared = generate(model, TOK, prompts, max_new_tokens=32, batch_size=4, return_logprobs=True)
+    assert TRACE_COUNTS["prefix"] == before["prefix"] + 1
+    unshared = generate(model, TOK, prompts, max_new_tokens=32, batch_size=4, return_logprobs=True, share_prefix=0)
+    assert TRACE_COUNTS["prefix"] == before["prefix"] + 1
+    for prompt, a, b in zip(prompts, shared, unshared):
+        tokens, logprobs = _hf_generate(torch_model, prompt, 32)
+        assert a.token_ids == b.token_ids == tokens
+        np.testing.assert_allclose(a.logprobs, logprobs, atol=1e-3)
+        np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-4)
+    sharded = generate(from_pretrained(path, mesh=make_mesh({"data": 2, "tensor": 4})), TOK, prompts, max_new_tokens=32, batch_size=4)
+    assert [g.token_ids for g in sharded] == [g.token_ids for g in shared]

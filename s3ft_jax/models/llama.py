@@ -212,30 +212,51 @@ def hidden_states(params: dict, spec: ForwardSpec, input_ids, positions, key_val
 
 
 def init_cache(cfg: ModelConfig, batch: int, length: int, dtype) -> dict:
-    """An empty KV cache: per-layer keys/values plus each slot's position and validity.
+    """An empty KV cache: one key and one value buffer per layer, plus each slot's position and
+    validity.
 
     Slots are shared by the whole batch (slot t holds every row's t-th token, pads included),
     but positions are per row, so rows with different amounts of left padding coexist.
-    Keys are stored transposed, [layers, batch, kv_heads, head_dim, slots], values as
-    [layers, batch, kv_heads, slots, head_dim]: both attention products then contract over a
+    Keys are stored transposed, [batch, kv_heads, head_dim, slots], values as
+    [batch, kv_heads, slots, head_dim]: both attention products then contract over a
     contiguous axis, which XLA's CPU backend runs about twice as fast as the untransposed form.
     """
-    K, Dh = cfg.num_kv_heads, cfg.head_dim
+    K, Dh, L = cfg.num_kv_heads, cfg.head_dim, cfg.num_layers
     return {
-        "k": jnp.zeros((cfg.num_layers, batch, K, Dh, length), dtype),
-        "v": jnp.zeros((cfg.num_layers, batch, K, length, Dh), dtype),
+        "k": tuple(jnp.zeros((batch, K, Dh, length), dtype) for _ in range(L)),
+        "v": tuple(jnp.zeros((batch, K, length, Dh), dtype) for _ in range(L)),
         "pos": jnp.zeros((batch, length), jnp.int32),
         "valid": jnp.zeros((batch, length), bool),
     }
 
 
-def forward_cached(params: dict, spec: ForwardSpec, input_ids, positions, valid, cache: dict, write_index):
+def unstack_layers(params: dict) -> dict:
+    """`params` with "layers" as a tuple of per-layer dicts, each weight its own buffer.
+
+    The cached (sampling) forward pass takes this form. Scanning over stacked layers makes XLA
+    copy each layer's weights (and its cache) out of the stack on every decode step before
+    the matmuls read them: on a CPU that doubled the memory traffic of a step. (Fusing q/k/v
+    and gate/up into wider matmuls was measured too: no gain beyond noise on a 2-core CPU.)
+    """
+    layers = params["layers"]
+    if isinstance(layers, (tuple, list)):
+        return params
+    count = jax.tree.leaves(layers)[0].shape[0]
+    return {**params, "layers": tuple(jax.tree.map(lambda a, i=i: a[i], layers) for i in range(count))}
+
+
+def forward_cached(params: dict, spec: ForwardSpec, input_ids, positions, valid, cache: dict, write_index, attend_len: int | None = None):
     """Run T new tokens through the model, writing them into cache slots [write_index, +T).
 
-    Returns (hidden [B, T, D] after the final norm, updated cache). Prefill is T = prompt
-    length at write_index 0; each decode step is T = 1.
+    `attend_len` (static) limits attention to slots [0, attend_len): a prefill knows the
+    generation slots after the prompt are still empty and need not read them.
+
+    `params` must be unstacked (`unstack_layers`): the layers are unrolled, one compiled copy
+    of the block per layer, so no step slices weights or cache out of a stack. Returns
+    (hidden [B, T, D] after the final norm, updated cache). Prefill is T = prompt length at
+    write_index 0; each decode step is T = 1.
     """
-    return _decoder(params, spec, input_ids, positions, valid, cache=cache, write_index=write_index)
+    return _decoder(params, spec, input_ids, positions, valid, cache=cache, write_index=write_index, attend_len=attend_len)
 
 
 # Activations named with checkpoint_name in decoder_layer / lora_delta.
@@ -247,7 +268,7 @@ _REMAT_POLICIES = {
 }
 
 
-def _decoder(params, spec: ForwardSpec, input_ids, positions, valid, *, cache, write_index, segment_ids=None):
+def _decoder(params, spec: ForwardSpec, input_ids, positions, valid, *, cache, write_index, segment_ids=None, attend_len=None):
     cfg = spec.cfg
     x = jnp.take(params["embed"]["embedding"], input_ids, axis=0).astype(spec.dtype)
     x = spec.constrain(x, "batch", "seq", "act_embed")
@@ -279,20 +300,17 @@ def _decoder(params, spec: ForwardSpec, input_ids, positions, valid, *, cache, w
         x, _ = jax.lax.scan(layer, x, (params["layers"], windows))
         return rms_norm(x, params["final_norm"]["scale"], cfg.rms_norm_eps), None
 
-    # The whole cache rides in the scan carry and each layer writes only its T new slots in
-    # place. (Scanning over per-layer cache slices instead makes XLA copy every layer's cache
-    # in and out on each decode step: several times the memory traffic of attention itself.)
-    def cached_layer(carry, scanned):
-        x, cache_k, cache_v = carry
-        layer_params, window, index = scanned
-        mask = attention_mask(positions, k_pos, k_valid, window)
-        x, (cache_k, cache_v) = decoder_layer(layer_params, spec, x, cos, sin, mask, (cache_k, cache_v, index), write_index)
-        return (x, cache_k, cache_v), None
-
-    layer_ids = jnp.arange(cfg.num_layers, dtype=jnp.int32)
-    (x, cache_k, cache_v), _ = jax.lax.scan(cached_layer, (x, cache["k"], cache["v"]), (params["layers"], windows, layer_ids))
+    masks: dict[int, jax.Array] = {}  # one mask per distinct window size
+    keys, values = [], []
+    for p, window, cache_k, cache_v in zip(params["layers"], cfg.sliding_windows, cache["k"], cache["v"], strict=True):
+        window = window or _FULL_ATTENTION
+        if window not in masks:
+            masks[window] = attention_mask(positions, k_pos[:, :attend_len], k_valid[:, :attend_len], window)
+        x, (cache_k, cache_v) = decoder_layer(p, spec, x, cos, sin, masks[window], (cache_k, cache_v), write_index, attend_len)
+        keys.append(cache_k)
+        values.append(cache_v)
     hidden = rms_norm(x, params["final_norm"]["scale"], cfg.rms_norm_eps)
-    return hidden, {"k": cache_k, "v": cache_v, "pos": k_pos, "valid": k_valid}
+    return hidden, {"k": tuple(keys), "v": tuple(values), "pos": k_pos, "valid": k_valid}
 
 
 def logits_from_hidden(params: dict, spec: ForwardSpec, hidden: jax.Array) -> jax.Array:
@@ -360,10 +378,10 @@ def _keep_mask(key: jax.Array, keep: jax.Array, shape: tuple[int, ...]) -> tuple
     return draws.astype(jnp.uint32) < threshold, threshold.astype(jnp.float32) / 65536.0
 
 
-def decoder_layer(p: dict, spec: ForwardSpec, x, cos, sin, mask, cache=None, write_index=None):
-    """One block. Without a cache, attends within x. With one, (all-layer k, all-layer v,
-    this layer's index), it writes the new k/v into slots [write_index, +T) and attends to
-    the layer's whole cache; it then returns the updated caches."""
+def decoder_layer(p: dict, spec: ForwardSpec, x, cos, sin, mask, cache=None, write_index=None, attend_len=None):
+    """One block. Without a cache, attends within x. With one, this layer's (k, v) buffers, it
+    writes the new k/v into slots [write_index, +T), attends to slots [0, attend_len) (all
+    of them by default) and returns the updated pair."""
     cfg = spec.cfg
     h = checkpoint_name(rms_norm(x, p["input_norm"]["scale"], cfg.rms_norm_eps), "norm_in")
     q = checkpoint_name(apply_rope(project(p["q_proj"], h, "btd,dhk->bthk"), cos, sin), "q")
@@ -377,11 +395,11 @@ def decoder_layer(p: dict, spec: ForwardSpec, x, cos, sin, mask, cache=None, wri
         return _mlp_block(p, spec, x, attn), None
     k, v = k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3)  # k [B, K, Dh, T], v [B, K, T, Dh]
     if cache is not None:
-        cache_k, cache_v, layer = cache
-        cache_k = jax.lax.dynamic_update_slice(cache_k, k[None].astype(cache_k.dtype), (layer, 0, 0, 0, write_index))
-        cache_v = jax.lax.dynamic_update_slice(cache_v, v[None].astype(cache_v.dtype), (layer, 0, 0, write_index, 0))
-        new_cache = (cache_k, cache_v)
-        k, v = cache_k[layer], cache_v[layer]
+        cache_k, cache_v = cache
+        cache_k = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), (0, 0, 0, write_index))
+        cache_v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, 0, write_index, 0))
+        new_cache = cache_k, cache_v
+        k, v = cache_k[..., :attend_len], cache_v[:, :, :attend_len]
     attn = attend(q, k.astype(q.dtype), v.astype(q.dtype), mask)
     return _mlp_block(p, spec, x, attn), new_cache
 

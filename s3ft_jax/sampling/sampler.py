@@ -36,6 +36,7 @@ from s3ft_jax.models.llama import (
     init_cache,
     logits_from_hidden,
     positions_from_mask,
+    unstack_layers,
 )
 from s3ft_jax.sampling.params import SamplingParams, next_token, row_keys
 from s3ft_jax.sharding import global_to_host, host_to_global
@@ -80,21 +81,42 @@ def _cache_constraint(spec: ForwardSpec, cache: dict) -> dict:
     if spec.mesh is None:
         return cache
     return {
-        "k": spec.constrain(cache["k"], "layers", "batch", "act_kv_heads", "head_dim", "seq"),
-        "v": spec.constrain(cache["v"], "layers", "batch", "act_kv_heads", "seq", "head_dim"),
+        "k": tuple(spec.constrain(k, "batch", "act_kv_heads", "head_dim", "seq") for k in cache["k"]),
+        "v": tuple(spec.constrain(v, "batch", "act_kv_heads", "seq", "head_dim") for v in cache["v"]),
         "pos": spec.constrain(cache["pos"], "batch", "seq"),
         "valid": spec.constrain(cache["valid"], "batch", "seq"),
     }
 
 
+@functools.partial(jax.jit, static_argnames=("spec",))
+def prefill_prefix(params, spec: ForwardSpec, ids, mask) -> dict:
+    """The KV cache [1, ..., P_prefix] of the prompt prefix that every prompt shares (a chat
+    template's system prompt and instructions), computed once for all batches."""
+    TRACE_COUNTS["prefix"] += 1
+    cache = init_cache(spec.cfg, 1, ids.shape[1], spec.dtype)
+    _, cache = forward_cached(params, spec, ids, positions_from_mask(mask), mask.astype(bool), cache, 0)
+    return cache
+
+
 @functools.partial(jax.jit, static_argnames=("spec", "gen_len"))
-def prefill(params, spec: ForwardSpec, ids, mask, active, row_ids, seed, sampling: SamplingParams, eos_ids, gen_len: int) -> DecodeState:
+def prefill(params, spec: ForwardSpec, prefix, ids, mask, active, row_ids, seed, sampling: SamplingParams, eos_ids, gen_len: int) -> DecodeState:
+    """Prefill the prompts (after the shared `prefix`, a `prefill_prefix` cache or None) and
+    sample each row's first token."""
     TRACE_COUNTS["prefill"] += 1
-    batch, prompt_len = ids.shape
+    batch, suffix_len = ids.shape
+    prefix_len = 0 if prefix is None else prefix["pos"].shape[1]
     # Allocated inside the jit and handed to `decode` by donation: never two copies.
-    cache = _cache_constraint(spec, init_cache(spec.cfg, batch, prompt_len + gen_len, spec.dtype))
+    cache = init_cache(spec.cfg, batch, prefix_len + suffix_len + gen_len, spec.dtype)
     positions = positions_from_mask(mask)
-    hidden, cache = forward_cached(params, spec, ids, positions, mask.astype(bool), cache, 0)
+    if prefix is not None:
+        # Every row gets the prefix in slots [0, prefix_len); its own tokens follow, left-padded.
+        put = lambda buf, pre: jax.lax.dynamic_update_slice(buf, jnp.broadcast_to(pre, (batch, *pre.shape[1:])).astype(buf.dtype), (0,) * buf.ndim)  # noqa: E731
+        cache = jax.tree.map(put, cache, prefix)
+        positions = positions + jnp.sum(prefix["valid"], dtype=jnp.int32)
+    cache = _cache_constraint(spec, cache)
+    hidden, cache = forward_cached(
+        params, spec, ids, positions, mask.astype(bool), cache, prefix_len, attend_len=prefix_len + suffix_len
+    )
     logits = logits_from_hidden(params, spec, hidden[:, -1:])[:, 0]
     keys = row_keys(seed, row_ids)
     token = next_token(logits, sampling, keys, jnp.int32(0))
@@ -110,7 +132,7 @@ def decode(params, spec: ForwardSpec, state: DecodeState, sampling: SamplingPara
     """Decode until `limit` tokens per row exist or every row is done."""
     TRACE_COUNTS["decode"] += 1
     batch, gen_len = state.tokens.shape
-    prompt_len = state.cache["k"].shape[-1] - gen_len
+    prompt_len = state.cache["k"][0].shape[-1] - gen_len
     limit = jnp.minimum(limit, gen_len)
 
     def cond(s: DecodeState):
@@ -133,17 +155,18 @@ def decode(params, spec: ForwardSpec, state: DecodeState, sampling: SamplingPara
 
 @jax.jit
 def compact(state: DecodeState, keep: jax.Array) -> DecodeState:
-    """The rows `keep` of every batch-major field (the cache's batch axis is the second)."""
+    """The rows `keep` of every batch-major field."""
     TRACE_COUNTS["compact"] += 1
-    cache = {
-        "k": state.cache["k"][:, keep],
-        "v": state.cache["v"][:, keep],
-        "pos": state.cache["pos"][keep],
-        "valid": state.cache["valid"][keep],
-    }
     take = lambda x: x[keep]  # noqa: E731
     return DecodeState(
-        cache, take(state.tokens), take(state.logprobs), take(state.last), take(state.pos), state.step, take(state.done), take(state.keys)
+        jax.tree.map(take, state.cache),
+        take(state.tokens),
+        take(state.logprobs),
+        take(state.last),
+        take(state.pos),
+        state.step,
+        take(state.done),
+        take(state.keys),
     )
 
 
@@ -194,6 +217,7 @@ def generate_batches(
     min_compact: int = 4,
     seed_ids: Sequence[int] | None = None,
     fixed_batch: bool = False,
+    share_prefix: int = 16,
 ) -> Iterator[list[tuple[int, Generation]]]:
     """Yield one list of (prompt index, Generation) per batch, longest prompts first.
 
@@ -203,12 +227,16 @@ def generate_batches(
 
     Prompt i samples with a key made from (seed, seed_ids[i]) (default: i), so a subset of a
     prompt list resumed later draws exactly what it would have drawn in the full run.
+
+    When all prompts start with the same `share_prefix` or more tokens (a chat template and
+    task instructions: half of a GSM8K prompt), that prefix is run through the model once and
+    its KV copied into every batch, instead of being recomputed for every row. 0 turns it off.
     """
     if max_new_tokens <= 0:
         raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}")
     sampling = SamplingParams.make(temperature, top_k, top_p)
     spec: ForwardSpec = model.spec
-    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    params = unstack_layers(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
     encoded = encode_prompts(tokenizer, prompts)
     if eos_ids is None:
         eos_ids = sorted({tokenizer.eos_token_id, *spec.cfg.eos_token_ids} - {None})
@@ -231,6 +259,15 @@ def generate_batches(
     batch_sharding = batch_sharding_for(batch_size)
     replicated = None if spec.mesh is None else jax.sharding.NamedSharding(spec.mesh, jax.sharding.PartitionSpec())
 
+    prefix, shared = None, _shared_prefix(encoded) if share_prefix else []
+    if share_prefix and len(shared) >= share_prefix:
+        width = bucket(len(shared))
+        ids = np.full((1, width), pad_id, np.int32)
+        ids[0, width - len(shared) :] = shared
+        mask = (np.arange(width) >= width - len(shared)).astype(np.int32)[None]
+        prefix = prefill_prefix(params, spec, host_to_global(ids, replicated), host_to_global(mask, replicated))
+        encoded = [e[len(shared) :] for e in encoded]
+
     for start in range(0, len(order), batch_size):
         members = order[start : start + batch_size]
         prompt_len = bucket(max(len(encoded[i]) for i in members))
@@ -244,7 +281,7 @@ def generate_batches(
             mask[row, prompt_len - len(encoded[i]) :] = 1
             row_ids[row], active[row] = seed_ids[i], True
         put = lambda x: host_to_global(x, batch_sharding)  # noqa: E731
-        state = prefill(params, spec, put(ids), put(mask), put(active), put(row_ids), jnp.int32(seed), sampling, eos, gen_len)
+        state = prefill(params, spec, prefix, put(ids), put(mask), put(active), put(row_ids), jnp.int32(seed), sampling, eos, gen_len)
         rows = np.asarray(members + [-1] * (batch_size - len(members)))  # state row -> prompt
         stopped = np.zeros((batch_size,), bool)
         finished: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -292,6 +329,15 @@ def generate(model: nnx.Module, tokenizer, prompts: Sequence[str | Sequence[int]
         for i, generation in batch:
             out[i] = generation
     return out  # type: ignore[return-value]
+
+
+def _shared_prefix(encoded: list[list[int]]) -> list[int]:
+    """The longest token prefix common to every prompt, leaving each at least one token."""
+    first, limit = encoded[0], min(len(e) for e in encoded) - 1
+    n = 0
+    while n < limit and all(e[n] == first[n] for e in encoded):
+        n += 1
+    return first[:n]
 
 
 def _valid(tokens: np.ndarray) -> list[int]:
