@@ -85,10 +85,11 @@ import json, sys, time, numpy as np, jax, jax.numpy as jnp
 from flax import nnx
 from s3ft_jax.models import from_pretrained
 from s3ft_jax.sampling.params import SamplingParams
+from s3ft_jax.models.llama import unstack_layers
 from s3ft_jax.sampling.sampler import bucket, decode, generate, prefill
 args = json.loads(sys.argv[1])
 model = from_pretrained(args["dir"], dtype="bfloat16")
-params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+params = unstack_layers(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
 spec = model.spec
 weight_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params))
 greedy = SamplingParams.make()
@@ -109,9 +110,9 @@ class NoTextTokenizer:  # the decode-speed run needs ids only
 
 def one_run(ids, mask, active, rows, gen_len, n):
     t0 = time.perf_counter()
-    state = prefill(params, spec, ids, mask, active, rows, jnp.int32(0), greedy, no_eos, gen_len)
+    state = prefill(params, spec, None, ids, mask, active, rows, jnp.int32(0), greedy, no_eos, gen_len, gen_len)
     state.step.block_until_ready(); t1 = time.perf_counter()
-    state = decode(params, spec, state, greedy, no_eos, jnp.int32(n))
+    state = decode(params, spec, state, greedy, no_eos, jnp.int32(n), ids.shape[1])
     state.tokens.block_until_ready(); t2 = time.perf_counter()
     return t1 - t0, t2 - t1, state
 

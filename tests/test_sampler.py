@@ -178,3 +178,18 @@ def test_shared_prefix_is_computed_once_and_changes_nothing(tiny):
         np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-4)
     sharded = generate(from_pretrained(path, mesh=make_mesh({"data": 2, "tensor": 4})), TOK, prompts, max_new_tokens=32, batch_size=4)
     assert [g.token_ids for g in sharded] == [g.token_ids for g in shared]
+
+
+def test_growing_cache_changes_nothing(tiny):
+    # A cache that starts with 8 generation slots and doubles (8 -> 16 -> 32 -> 64) must give
+    # what one allocated at full size gives, tokens and log-probabilities alike.
+    path, torch_model = tiny
+    model = from_pretrained(path)
+    prompts = _prompts(6, seed=13)
+    before = TRACE_COUNTS["grow"]
+    grown = generate(model, TOK, prompts, max_new_tokens=60, batch_size=3, chunk=8, min_slots=8, return_logprobs=True)
+    assert TRACE_COUNTS["grow"] - before >= 3
+    whole = generate(model, TOK, prompts, max_new_tokens=60, batch_size=3, chunk=8, min_slots=64, return_logprobs=True)
+    for prompt, a, b in zip(prompts, grown, whole):
+        assert a.token_ids == b.token_ids == _hf_generate(torch_model, prompt, 60)[0]
+        np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-5)

@@ -1,9 +1,14 @@
 """Batched generation: one jitted prefill, then a jitted decode loop over a KV cache.
 
 Compile budget. Every jitted function here is keyed by (batch, prompt bucket, generation
-bucket); sampling parameters, the seed and the step limit are traced values. Prompts are sorted
+slots); sampling parameters, the seed and the step limit are traced values. Prompts are sorted
 by length and cut into fixed-size batches, so thousands of prompts compile once per prompt
 bucket (a handful), and changing temperature/top-p between calls compiles nothing.
+
+Generation slots grow: a batch starts with room for `min_slots` generated tokens and doubles
+it (up to the generation bucket) only when a row gets that far, because every decode step
+reads the whole cache, and reading slots no token has reached yet was a third of a step's
+time on a CPU. That costs one compiled decode per capacity (at most log2(G / min_slots) + 1).
 
 Cache layout, a worked example. Batch of two, prompt bucket P = 4, generation bucket G = 3:
 
@@ -98,15 +103,17 @@ def prefill_prefix(params, spec: ForwardSpec, ids, mask) -> dict:
     return cache
 
 
-@functools.partial(jax.jit, static_argnames=("spec", "gen_len"))
-def prefill(params, spec: ForwardSpec, prefix, ids, mask, active, row_ids, seed, sampling: SamplingParams, eos_ids, gen_len: int) -> DecodeState:
+@functools.partial(jax.jit, static_argnames=("spec", "gen_len", "slots"))
+def prefill(
+    params, spec: ForwardSpec, prefix, ids, mask, active, row_ids, seed, sampling: SamplingParams, eos_ids, gen_len: int, slots: int
+) -> DecodeState:
     """Prefill the prompts (after the shared `prefix`, a `prefill_prefix` cache or None) and
-    sample each row's first token."""
+    sample each row's first token. The cache gets room for `slots` generated tokens."""
     TRACE_COUNTS["prefill"] += 1
     batch, suffix_len = ids.shape
     prefix_len = 0 if prefix is None else prefix["pos"].shape[1]
     # Allocated inside the jit and handed to `decode` by donation: never two copies.
-    cache = init_cache(spec.cfg, batch, prefix_len + suffix_len + gen_len, spec.dtype)
+    cache = init_cache(spec.cfg, batch, prefix_len + suffix_len + slots, spec.dtype)
     positions = positions_from_mask(mask)
     if prefix is not None:
         # Every row gets the prefix in slots [0, prefix_len); its own tokens follow, left-padded.
@@ -127,13 +134,13 @@ def prefill(params, spec: ForwardSpec, prefix, ids, mask, active, row_ids, seed,
     return DecodeState(_cache_constraint(spec, cache), tokens, logprobs, token, positions[:, -1] + 1, jnp.int32(1), done, keys)
 
 
-@functools.partial(jax.jit, static_argnames=("spec",), donate_argnames=("state",))
-def decode(params, spec: ForwardSpec, state: DecodeState, sampling: SamplingParams, eos_ids, limit) -> DecodeState:
-    """Decode until `limit` tokens per row exist or every row is done."""
+@functools.partial(jax.jit, static_argnames=("spec", "prompt_len"), donate_argnames=("state",))
+def decode(params, spec: ForwardSpec, state: DecodeState, sampling: SamplingParams, eos_ids, limit, prompt_len: int) -> DecodeState:
+    """Decode until `limit` tokens per row exist or every row is done. The cache must have
+    room for `limit` generated tokens after its `prompt_len` prompt slots."""
     TRACE_COUNTS["decode"] += 1
     batch, gen_len = state.tokens.shape
-    prompt_len = state.cache["k"][0].shape[-1] - gen_len
-    limit = jnp.minimum(limit, gen_len)
+    limit = jnp.minimum(limit, min(gen_len, state.cache["pos"].shape[1] - prompt_len))
 
     def cond(s: DecodeState):
         return (s.step < limit) & ~jnp.all(s.done)
@@ -151,6 +158,35 @@ def decode(params, spec: ForwardSpec, state: DecodeState, sampling: SamplingPara
         return DecodeState(_cache_constraint(spec, cache), tokens, logprobs, token, s.pos + 1, s.step + 1, done, s.keys)
 
     return jax.lax.while_loop(cond, body, state)
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "slots"))
+def grow(spec: ForwardSpec, state: DecodeState, slots: int) -> DecodeState:
+    """The same state with the cache extended by empty slots to `slots` slots in all."""
+    TRACE_COUNTS["grow"] += 1
+
+    def pad(x: jax.Array, axis: int) -> jax.Array:
+        widths = [(0, 0)] * x.ndim
+        widths[axis] = (0, slots - x.shape[axis])
+        return jnp.pad(x, widths)
+
+    cache = state.cache
+    cache = {
+        "k": tuple(pad(k, 3) for k in cache["k"]),
+        "v": tuple(pad(v, 2) for v in cache["v"]),
+        "pos": pad(cache["pos"], 1),
+        "valid": pad(cache["valid"], 1),
+    }
+    return dataclasses.replace(state, cache=_cache_constraint(spec, cache))
+
+
+def _capacity(needed: int, minimum: int, gen_len: int) -> int:
+    """Generation slots for `needed` tokens: `minimum`, doubled as often as needed, at most
+    `gen_len`."""
+    slots = min(minimum, gen_len)
+    while slots < needed:
+        slots = min(2 * slots, gen_len)
+    return slots
 
 
 @jax.jit
@@ -218,6 +254,7 @@ def generate_batches(
     seed_ids: Sequence[int] | None = None,
     fixed_batch: bool = False,
     share_prefix: int = 16,
+    min_slots: int = 64,
 ) -> Iterator[list[tuple[int, Generation]]]:
     """Yield one list of (prompt index, Generation) per batch, longest prompts first.
 
@@ -231,6 +268,9 @@ def generate_batches(
     When all prompts start with the same `share_prefix` or more tokens (a chat template and
     task instructions: half of a GSM8K prompt), that prefix is run through the model once and
     its KV copied into every batch, instead of being recomputed for every row. 0 turns it off.
+
+    The cache starts with room for `min_slots` generated tokens and doubles when needed (see
+    the module docstring); `min_slots >= max_new_tokens` allocates it all at once.
     """
     if max_new_tokens <= 0:
         raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}")
@@ -281,13 +321,20 @@ def generate_batches(
             mask[row, prompt_len - len(encoded[i]) :] = 1
             row_ids[row], active[row] = seed_ids[i], True
         put = lambda x: host_to_global(x, batch_sharding)  # noqa: E731
-        state = prefill(params, spec, prefix, put(ids), put(mask), put(active), put(row_ids), jnp.int32(seed), sampling, eos, gen_len)
+        prompt_slots = prompt_len + (0 if prefix is None else prefix["pos"].shape[1])
+        slots = _capacity(min(chunk, max_new_tokens), min_slots, gen_len)
+        state = prefill(
+            params, spec, prefix, put(ids), put(mask), put(active), put(row_ids), jnp.int32(seed), sampling, eos, gen_len, slots
+        )
         rows = np.asarray(members + [-1] * (batch_size - len(members)))  # state row -> prompt
         stopped = np.zeros((batch_size,), bool)
         finished: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         while True:
             limit = min(int(state.step) + chunk, max_new_tokens)
-            state = decode(params, spec, state, sampling, eos, jnp.int32(limit))
+            if limit > slots:
+                slots = _capacity(limit, min_slots, gen_len)
+                state = grow(spec, state, prompt_slots + slots)
+            state = decode(params, spec, state, sampling, eos, jnp.int32(limit), prompt_slots)
             step = int(state.step)
             done = global_to_host(state.done)
             if step >= max_new_tokens or done.all():
