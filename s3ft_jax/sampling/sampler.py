@@ -20,6 +20,8 @@ Prefill writes slots 0..3 (pads marked invalid, never attended) and samples g0/h
 logits at slot 3. Decode step s (s = 1, 2, ...) feeds the token sampled last into slot
 P + s - 1 and samples the next. Slots are shared by the batch, positions are per row, so rows
 with different amounts of left padding decode together without a per-batch position offset.
+A prefix shared by every prompt sits in the first slots of every row (computed once, copied),
+and the rows' own tokens follow it, left-padded, with positions that continue the prefix's.
 """
 
 from __future__ import annotations
@@ -183,7 +185,7 @@ def grow(spec: ForwardSpec, state: DecodeState, slots: int) -> DecodeState:
 def _capacity(needed: int, minimum: int, gen_len: int) -> int:
     """Generation slots for `needed` tokens: `minimum`, doubled as often as needed, at most
     `gen_len`."""
-    slots = min(minimum, gen_len)
+    slots = max(1, min(minimum, gen_len))
     while slots < needed:
         slots = min(2 * slots, gen_len)
     return slots
