@@ -7,7 +7,8 @@ dropout 0.1 on q_proj and v_proj). Both sides run AdamW (lr 1e-4) with gradient 
 1.0 and the same masked mean cross-entropy; the PyTorch side is `transformers`'
 LlamaForCausalLM (sdpa attention) with a minimal LoRA wrapper for the LoRA mode.
 
-Each (framework, mode) runs in its own process, so each peak RSS (VmHWM) is its own. The two
+Our process gets the malloc tunable that the `s3ft` command sets for itself (s3ft_jax/hostenv.py);
+the PyTorch process runs as a plain PyTorch script would. Each (framework, mode) runs in its own process, so each peak RSS (VmHWM) is its own. The two
 processes of a mode live side by side and step alternately (ours, then PyTorch, ...), so
 background load on a shared machine hits both alike. Step time is the median of the timed
 steps after warm-up (our compile is in the first step and reported separately). Prints one
@@ -154,6 +155,10 @@ class Worker:
         env = dict(os.environ)
         env.pop("XLA_FLAGS", None)
         self.name = "ours" if code is OURS else "torch"
+        if self.name == "ours":  # the process settings `s3ft train` re-executes itself with
+            from s3ft_jax import hostenv
+
+            env = hostenv.tuned_environ(env)
         self.proc = subprocess.Popen(
             [sys.executable, "-c", code, json.dumps(args)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
         )

@@ -11,6 +11,7 @@ import os
 import sys
 import time
 
+from s3ft_jax import hostenv
 from s3ft_jax.errors import ConfigError, S3FTError
 
 USAGE = """usage: s3ft COMMAND [--config=FILE[:ARG]] [--config.KEY=VALUE ...]
@@ -224,6 +225,8 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # the `s3ft` process itself (not a call from Python): see hostenv
+        hostenv.reexec_tuned()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)

@@ -13,6 +13,7 @@ whatever the compute dtype.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -336,12 +337,43 @@ def rms_norm(x: jax.Array, scale: jax.Array, eps: float) -> jax.Array:
 
 def project(p: dict, x: jax.Array, eq: str) -> jax.Array:
     """A linear map with optional bias and optional LoRA adapter (`lora_a` in `p`)."""
-    y = jnp.einsum(eq, x, p["kernel"].astype(x.dtype))
+    y = linear(x, p["kernel"].astype(x.dtype), eq)
     if "bias" in p:
         y = y + p["bias"].astype(y.dtype)
     if "lora_a" in p:
         y = y + lora_delta(p, x, eq)
     return y
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def linear(x: jax.Array, kernel: jax.Array, eq: str) -> jax.Array:
+    """einsum(eq, x, kernel) for a projection: x's trailing axes contract with the kernel's
+    leading ones ("btd,dhk->bthk", "bthk,hkd->btd").
+
+    The gradient is written by hand for the kernel's sake: dW = x^T @ dy as one matmul over
+    all tokens. Left to autodiff, XLA's CPU backend transposed dy instead, a strided
+    [tokens, 1536] copy per MLP projection that took 15% of a training step.
+    """
+    return jnp.einsum(eq, x, kernel)
+
+
+def _linear_fwd(x, kernel, eq):
+    return jnp.einsum(eq, x, kernel), (x, kernel)
+
+
+def _linear_bwd(eq, res, dy):
+    x, kernel = res
+    x_axes, rest = eq.split(",")
+    k_axes, out_axes = rest.split("->")
+    n_in = sum(a in x_axes for a in k_axes)
+    assert x_axes.endswith(k_axes[:n_in]) and out_axes == x_axes[: len(x_axes) - n_in] + k_axes[n_in:], eq
+    dx = jnp.einsum(f"{out_axes},{k_axes}->{x_axes}", dy, kernel)
+    rows = x.size // np.prod(kernel.shape[:n_in])
+    dkernel = (x.reshape(rows, -1).T @ dy.reshape(rows, -1)).reshape(kernel.shape)
+    return dx, dkernel
+
+
+linear.defvjp(_linear_fwd, _linear_bwd)
 
 
 def lora_delta(p: dict, x: jax.Array, eq: str) -> jax.Array:
@@ -400,7 +432,10 @@ def decoder_layer(p: dict, spec: ForwardSpec, x, cos, sin, mask, cache=None, wri
         cache_v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, 0, write_index, 0))
         new_cache = cache_k, cache_v
         k, v = cache_k[..., :attend_len], cache_v[:, :, :attend_len]
-    attn = attend(q, k.astype(q.dtype), v.astype(q.dtype), mask)
+    if cache is None:
+        attn = attend_causal_blocks(q, k, v, mask)
+    else:
+        attn = attend(q, k.astype(q.dtype), v.astype(q.dtype), mask)
     return _mlp_block(p, spec, x, attn), new_cache
 
 
@@ -414,6 +449,30 @@ def _mlp_block(p: dict, spec: ForwardSpec, x, attn):
     up = checkpoint_name(project(p["up_proj"], h, "btd,df->btf"), "up")
     x = x + project(p["down_proj"], jax.nn.silu(gate) * up, "btf,fd->btd")
     return spec.constrain(x, "batch", "seq", "act_embed")
+
+
+# Query blocks for attention over a whole sequence: at most this many, of at least this size.
+_CAUSAL_BLOCKS, _MIN_CAUSAL_BLOCK = 4, 128
+
+
+def attend_causal_blocks(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+    """`attend` over a sequence attending to itself (q, k, v from the same T tokens), in query
+    blocks, each reading only the keys up to its last query.
+
+    Keys after a query's index are always masked: in training and scoring layouts (right or
+    left padding, packed segments) positions grow with the index among a row's valid tokens.
+    The skipped upper triangle is a quarter of the attention work at two blocks, three
+    eighths at four; measured on a 2-core CPU, 2 blocks of 128 made attention at T = 256
+    about 25% faster. (A pad query's output may differ, it is never read.)
+    """
+    T = q.shape[1]
+    blocks = max(b for b in range(1, _CAUSAL_BLOCKS + 1) if T % b == 0 and (b == 1 or T // b >= _MIN_CAUSAL_BLOCK))
+    size = T // blocks
+    outs = []
+    for i in range(blocks):
+        end = (i + 1) * size
+        outs.append(attend(q[:, i * size : end], k[..., :end], v[:, :, :end], mask[:, i * size : end, :end]))
+    return outs[0] if blocks == 1 else jnp.concatenate(outs, axis=1)
 
 
 def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
