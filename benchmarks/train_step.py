@@ -7,8 +7,10 @@ dropout 0.1 on q_proj and v_proj). Both sides run AdamW (lr 1e-4) with gradient 
 1.0 and the same masked mean cross-entropy; the PyTorch side is `transformers`'
 LlamaForCausalLM (sdpa attention) with a minimal LoRA wrapper for the LoRA mode.
 
-Our process gets the malloc tunable that the `s3ft` command sets for itself (s3ft_jax/hostenv.py);
-the PyTorch process runs as a plain PyTorch script would. Each (framework, mode) runs in its own process, so each peak RSS (VmHWM) is its own. The two
+Our process gets the malloc tunable that the `s3ft` command sets for itself
+(s3ft_jax/hostenv.py); the PyTorch process runs as a plain PyTorch script would.
+
+Each (framework, mode) runs in its own process, so each peak RSS (VmHWM) is its own. The two
 processes of a mode live side by side and step alternately (ours, then PyTorch, ...), so
 background load on a shared machine hits both alike. Step time is the median of the timed
 steps after warm-up (our compile is in the first step and reported separately). Prints one
