@@ -86,7 +86,7 @@ from flax import nnx
 from s3ft_jax.models import from_pretrained
 from s3ft_jax.sampling.params import SamplingParams
 from s3ft_jax.models.llama import unstack_layers
-from s3ft_jax.sampling.sampler import bucket, decode, generate, prefill
+from s3ft_jax.sampling.sampler import bucket, decode, empty_state, generate, insert, row_slots
 args = json.loads(sys.argv[1])
 model = from_pretrained(args["dir"], dtype="bfloat16")
 params = unstack_layers(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
@@ -108,11 +108,13 @@ class NoTextTokenizer:  # the decode-speed run needs ids only
     pad_token_id, eos_token_id = 0, None
     def decode(self, ids, skip_special_tokens=True): return ""
 
-def one_run(ids, mask, active, rows, gen_len, n):
+def one_run(ids, mask, rows, gen_len, n):
+    # The whole batch as one refill group: one prefill, then n - 1 decode steps.
     t0 = time.perf_counter()
-    state = prefill(params, spec, None, ids, mask, active, rows, jnp.int32(0), greedy, no_eos, gen_len, gen_len)
-    state.step.block_until_ready(); t1 = time.perf_counter()
-    state = decode(params, spec, state, greedy, no_eos, jnp.int32(n), ids.shape[1])
+    state = empty_state(spec, None, ids.shape[0], row_slots(ids.shape[1], n), gen_len)
+    state = insert(params, spec, state, None, rows, ids, mask, rows, jnp.int32(0), greedy, no_eos, jnp.int32(n))
+    state.count.block_until_ready(); t1 = time.perf_counter()
+    state = decode(params, spec, state, jnp.int32(0), greedy, no_eos, jnp.int32(n), jnp.int32(n), jnp.int32(ids.shape[0]), False)
     state.tokens.block_until_ready(); t2 = time.perf_counter()
     return t1 - t0, t2 - t1, state
 
@@ -122,12 +124,12 @@ kv_bytes_per_token = cfg.num_layers * 2 * cfg.num_kv_heads * cfg.head_dim * 2
 for batch in args["batches"]:
     P, N = args["prompt_len"], args["new_tokens"]
     ids = jnp.asarray(np.random.default_rng(batch).integers(3, args["vocab"], (batch, P)), jnp.int32)
-    mask, active = jnp.ones((batch, P), jnp.int32), jnp.ones((batch,), bool)
+    mask = jnp.ones((batch, P), jnp.int32)
     rows = jnp.arange(batch, dtype=jnp.int32)
     gen_len = bucket(N)
-    t = time.perf_counter(); one_run(ids, mask, active, rows, gen_len, N); compile_s = time.perf_counter() - t
-    pre, dec, state = one_run(ids, mask, active, rows, gen_len, N)
-    assert int(state.step) == N and bool((np.asarray(state.tokens)[:, :N] >= 0).all())
+    t = time.perf_counter(); one_run(ids, mask, rows, gen_len, N); compile_s = time.perf_counter() - t
+    pre, dec, state = one_run(ids, mask, rows, gen_len, N)
+    assert int(state.t) == N - 1 and bool((np.asarray(state.tokens)[:, :N] >= 0).all())
     prompts = [list(map(int, row)) for row in np.asarray(ids)]
     generate(model, NoTextTokenizer(), prompts, max_new_tokens=N, batch_size=batch, eos_ids=[])
     t = time.perf_counter()

@@ -248,6 +248,7 @@ def unstack_layers(params: dict) -> dict:
 
 def forward_cached(params: dict, spec: ForwardSpec, input_ids, positions, valid, cache: dict, write_index, attend_len: int | None = None):
     """Run T new tokens through the model, writing them into cache slots [write_index, +T).
+    `write_index` is a scalar, or for T = 1 one slot per row ([B]).
 
     `attend_len` (static) limits attention to slots [0, attend_len): a prefill knows the
     generation slots after the prompt are still empty and need not read them.
@@ -278,8 +279,8 @@ def _decoder(params, spec: ForwardSpec, input_ids, positions, valid, *, cache, w
     if cache is None:
         k_pos, k_valid = positions, valid
     else:
-        k_pos = jax.lax.dynamic_update_slice(cache["pos"], positions.astype(jnp.int32), (0, write_index))
-        k_valid = jax.lax.dynamic_update_slice(cache["valid"], valid, (0, write_index))
+        k_pos = write_slots(cache["pos"], positions.astype(jnp.int32), write_index, 1)
+        k_valid = write_slots(cache["valid"], valid, write_index, 1)
 
     if cache is None:
 
@@ -410,6 +411,21 @@ def _keep_mask(key: jax.Array, keep: jax.Array, shape: tuple[int, ...]) -> tuple
     return draws.astype(jnp.uint32) < threshold, threshold.astype(jnp.float32) / 65536.0
 
 
+def write_slots(buffer: jax.Array, new: jax.Array, write_index, axis: int) -> jax.Array:
+    """`buffer` (batch-major) with `new` written at slots [write_index, +T) along `axis`.
+
+    A scalar index writes the same slots in every row; a [B] index writes each row's one new
+    token (T = 1) at its own slot, for batches whose rows are at different points.
+    """
+    if jnp.ndim(write_index) == 0:
+        start = [0] * buffer.ndim
+        start[axis] = write_index
+        return jax.lax.dynamic_update_slice(buffer, new, tuple(start))
+    index: list = [slice(None)] * buffer.ndim
+    index[0], index[axis] = jnp.arange(buffer.shape[0]), write_index
+    return buffer.at[tuple(index)].set(jnp.squeeze(new, axis), mode="drop")
+
+
 def decoder_layer(p: dict, spec: ForwardSpec, x, cos, sin, mask, cache=None, write_index=None, attend_len=None):
     """One block. Without a cache, attends within x. With one, this layer's (k, v) buffers, it
     writes the new k/v into slots [write_index, +T), attends to slots [0, attend_len) (all
@@ -428,8 +444,8 @@ def decoder_layer(p: dict, spec: ForwardSpec, x, cos, sin, mask, cache=None, wri
     k, v = k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3)  # k [B, K, Dh, T], v [B, K, T, Dh]
     if cache is not None:
         cache_k, cache_v = cache
-        cache_k = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), (0, 0, 0, write_index))
-        cache_v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, 0, write_index, 0))
+        cache_k = write_slots(cache_k, k.astype(cache_k.dtype), write_index, 3)
+        cache_v = write_slots(cache_v, v.astype(cache_v.dtype), write_index, 2)
         new_cache = cache_k, cache_v
         k, v = cache_k[..., :attend_len], cache_v[:, :, :attend_len]
     if cache is None:

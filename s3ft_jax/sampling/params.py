@@ -41,7 +41,8 @@ def row_keys(seed: int, row_ids: jax.Array) -> jax.Array:
 
 
 def next_token(logits: jax.Array, params: SamplingParams, keys: jax.Array, step: jax.Array) -> jax.Array:
-    """logits [B, V] float32 -> token ids [B]."""
+    """logits [B, V] float32 -> token ids [B]. `step` (scalar or [B]) is the index of the token
+    being drawn in each row's generation: rows of one batch may be at different steps."""
     return jax.lax.cond(
         params.temperature == 0.0,
         lambda: jnp.argmax(logits, axis=-1).astype(jnp.int32),
@@ -64,5 +65,5 @@ def _sample(logits, params: SamplingParams, keys, step):
     p_threshold = jnp.min(jnp.where(kept, ordered, jnp.inf), axis=-1, keepdims=True)
     threshold = jnp.maximum(kth, p_threshold)
     logits = jnp.where(logits >= threshold, logits, _NEG)
-    step_keys = jax.vmap(lambda key: jax.random.fold_in(key, step))(keys)
+    step_keys = jax.vmap(jax.random.fold_in)(keys, jnp.broadcast_to(step, keys.shape))
     return jax.vmap(jax.random.categorical)(step_keys, logits).astype(jnp.int32)

@@ -145,7 +145,9 @@ def run_queue(
             # Each prompt's key follows its id, not its position: a prompt samples the same
             # text whichever other prompts share the file or the batch.
             seed_ids = [id_seed(ids[i]) for i in todo]
-            batches = generate_batches(model, tokenizer, [prompts[i] for i in todo], seed_ids=seed_ids, fixed_batch=True, **generate_kwargs)
+            batches = generate_batches(
+                model, tokenizer, [prompts[i] for i in todo], seed_ids=seed_ids, fixed_batch=True, layout_from=prompts, **generate_kwargs
+            )
             for n, batch in enumerate(batches):
                 lines = []
                 for j, g in batch:
