@@ -291,3 +291,28 @@ def test_dot_product_attention_path_equals_ours(tiny_untied):
     ours = hidden_states(params, model.spec, ids, pos, jnp.asarray(valid))
     fused = hidden_states(params, dataclasses.replace(model.spec, attention="dot_product"), ids, pos, jnp.asarray(valid))
     np.testing.assert_allclose(np.asarray(fused)[valid], np.asarray(ours)[valid], atol=1e-4)
+
+
+def test_remat_policies_agree_and_minimal_recomputes_no_projection(tiny):
+    """Every remat policy gives the same gradients; "minimal" recomputes only the attention
+    scores in backward (one matmul per query block), never a projection."""
+    import dataclasses
+
+    from s3ft_jax.models.llama import hidden_states
+
+    model = from_pretrained(tiny)
+    params = nnx_params(model)
+    ids = jnp.asarray(np.random.RandomState(2).randint(3, 300, (2, 16)))
+    pos = jnp.broadcast_to(jnp.arange(16), (2, 16))
+    valid = jnp.asarray(np.arange(16)[None] < np.array([[16], [11]]))
+
+    def grad_fn(remat):
+        spec = dataclasses.replace(model.spec, remat=remat)
+        return jax.grad(lambda p: jnp.sum(hidden_states(p, spec, ids, pos, valid) ** 2))
+
+    reference = grad_fn("none")(params)
+    for remat in ("minimal", "full", "dots"):
+        for a, b in zip(jax.tree.leaves(grad_fn(remat)(params)), jax.tree.leaves(reference), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(np.abs(b).max()))
+    dots = {r: str(jax.make_jaxpr(grad_fn(r))(params)).count("dot_general") for r in ("none", "minimal")}
+    assert dots["minimal"] - dots["none"] == 1  # the scores of the single query block at T = 16
