@@ -97,3 +97,25 @@ def test_hand_written_gradients_equal_autodiff(tiny, monkeypatch):
     for (where, a), b in zip(flat_ours, flat_ref, strict=True):
         scale = float(jnp.abs(b).max()) + 1e-12
         assert float(jnp.abs(a - b).max()) / scale < 1e-4, (family, jax.tree_util.keystr(where))
+
+
+def test_decode_attention_forms_agree():
+    """A decode step's attention as multiply-and-sum (the CPU default for one query per row)
+    equals the batched-matmul form, masked slots and a row with no valid key included."""
+    from s3ft_jax.models.llama import attend
+
+    rng = np.random.default_rng(0)
+    B, H, K, Dh, S = 3, 6, 2, 16, 40
+    q = jnp.asarray(rng.standard_normal((B, 1, H, Dh)), jnp.float32)
+    k = jnp.asarray(rng.standard_normal((B, K, Dh, S)), jnp.float32)
+    v = jnp.asarray(rng.standard_normal((B, K, S, Dh)), jnp.float32)
+    mask = jnp.asarray(rng.random((B, 1, S)) < 0.6).at[2].set(False)
+    for dtype, tol in ((jnp.float32, 1e-5), (jnp.bfloat16, 2e-2)):
+        args = (q.astype(dtype), k.astype(dtype), v.astype(dtype), mask)
+        by_matmul = np.asarray(attend(*args, by_reduction=False), np.float32)
+        by_sum = np.asarray(attend(*args, by_reduction=True), np.float32)
+        np.testing.assert_allclose(by_sum, by_matmul, atol=tol, rtol=tol)
+    # On a CPU the default picks multiply-and-sum for one query and matmuls for several.
+    one = str(jax.make_jaxpr(attend)(q, k, v, mask))
+    two = str(jax.make_jaxpr(attend)(jnp.concatenate([q, q], 1), k, v, jnp.concatenate([mask, mask], 1)))
+    assert jax.default_backend() != "cpu" or ("dot_general" not in one and "dot_general" in two)
