@@ -116,6 +116,34 @@ def test_loss_is_masked_mean_over_target_tokens_only(tiny, tmp_path):
         np.testing.assert_allclose(a, b, atol=1e-6)
 
 
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_lm_head_loss_and_gradients_equal_autodiff_of_full_logits(tied):
+    """The chunked LM-head loss (gradient made in the forward pass) equals autodiff of
+    sum(w * cross_entropy(h @ head, y)) over full logits, for several chunks."""
+    rng = np.random.RandomState(1)
+    B, T, D, V = 2, 12, 16, 50
+    hidden = jnp.asarray(rng.randn(B, T, D).astype(np.float32))
+    head = jnp.asarray(rng.randn(*((V, D) if tied else (D, V))).astype(np.float32) * 0.5)
+    labels = jnp.asarray(rng.randint(0, V, (B, T)).astype(np.int32))
+    weights = jnp.asarray((rng.rand(B, T) < 0.7).astype(np.float32) / 9.0)
+
+    def reference(h, w_head):
+        logits = jnp.einsum("btd,vd->btv" if tied else "btd,dv->btv", h, w_head)
+        nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[..., None], axis=-1)[..., 0]
+        return jnp.sum(weights * nll)
+
+    def ours(h, w_head):
+        return step_lib.lm_head_loss(h, w_head, labels, weights, tied, True, None, B * 4 * V)  # 3 chunks of 4
+
+    assert step_lib._chunk_len(B, T, V, B * 4 * V) == 4
+    np.testing.assert_allclose(ours(hidden, head), reference(hidden, head), rtol=1e-5)
+    got = jax.grad(ours, argnums=(0, 1))(hidden, head)
+    want = jax.grad(reference, argnums=(0, 1))(hidden, head)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6)
+
+
 def nnx_params(model):
     from flax import nnx
 
@@ -171,6 +199,43 @@ def test_lora_targets_by_pattern():
 
 def _losses(result):
     return [r["loss"] for r in read_metrics(result.metrics_path)]
+
+
+
+@pytest.mark.parametrize(
+    "eq, x_shape, a_shape, b_shape",
+    [("btd,dhk->bthk", (2, 6, 8), (8, 4), (4, 3, 5)), ("bthk,hkd->btd", (2, 6, 3, 5), (3, 5, 4), (4, 8))],
+)
+def test_lora_delta_gradients_equal_autodiff_of_plain_einsums(eq, x_shape, a_shape, b_shape):
+    """The adapter's hand-written matmul gradients (models.llama.linear) equal autodiff of
+    scale * dropout(x) @ A @ B written as plain einsums, dropout mask included."""
+    from s3ft_jax.models.llama import _keep_mask, lora_delta
+
+    rng = np.random.RandomState(0)
+    x, a, b = (jnp.asarray(rng.randn(*s).astype(np.float32)) for s in (x_shape, a_shape, b_shape))
+    key = jax.random.key_data(jax.random.key(3))
+    consts = {"lora_scale": jnp.float32(2.0), "lora_key": key, "lora_keep": jnp.float32(0.9)}
+
+    def ours(x, a, b):
+        return lora_delta({"lora_a": a, "lora_b": b, **consts}, x, eq)
+
+    def reference(x, a, b):
+        mask, keep = _keep_mask(key, jnp.float32(0.9), x.shape)
+        xd = jnp.where(mask, x / keep, 0.0)
+        x_axes, rest = eq.split(",")
+        k_axes, out_axes = rest.split("->")
+        n_in = a.ndim - 1
+        kept = "".join(c for c in x_axes if c not in k_axes)
+        low = jnp.einsum(f"{x_axes},{k_axes[:n_in]}r->{kept}r", xd, a)
+        return 2.0 * jnp.einsum(f"{kept}r,r{k_axes[n_in:]}->{out_axes}", low, b)
+
+    cot = jnp.asarray(rng.randn(*ours(x, a, b).shape).astype(np.float32))
+    np.testing.assert_allclose(ours(x, a, b), reference(x, a, b), rtol=1e-5, atol=1e-5)
+    got = jax.grad(lambda *p: jnp.sum(ours(*p) * cot), argnums=(0, 1, 2))(x, a, b)
+    want = jax.grad(lambda *p: jnp.sum(reference(*p) * cot), argnums=(0, 1, 2))(x, a, b)
+    for g, w in zip(got, want, strict=True):
+        assert g.shape == w.shape
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
 
 
 def test_full_fine_tuning_overfits_four_examples(tiny, tmp_path):
