@@ -238,6 +238,24 @@ def test_lora_delta_gradients_equal_autodiff_of_plain_einsums(eq, x_shape, a_sha
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
 
 
+
+@pytest.mark.parametrize("shape", [(64, 1000), (50, 999)])
+def test_dropout_masks_keep_their_rate_and_differ_by_key(shape):
+    """LoRA dropout's hashed masks: the kept share matches the exact keep probability it
+    returns, one key always draws the same mask, and two keys draw unrelated masks."""
+    from s3ft_jax.models.llama import _keep_mask
+
+    key0, key1 = (jax.random.key_data(jax.random.key(s)) for s in (0, 1))
+    mask, keep = _keep_mask(key0, jnp.float32(0.9), shape)
+    assert mask.shape == shape and float(keep) == 58982 / 65536
+    assert abs(float(mask.mean()) - float(keep)) < 0.004  # ~6 standard deviations at 64,000 draws
+    np.testing.assert_array_equal(mask, _keep_mask(key0, jnp.float32(0.9), shape)[0])
+    other = np.asarray(_keep_mask(key1, jnp.float32(0.9), shape)[0], np.float64).ravel()
+    assert abs(np.corrcoef(np.asarray(mask, np.float64).ravel(), other)[0, 1]) < 0.03
+    flat = np.asarray(mask, np.float64).ravel()
+    assert abs(np.corrcoef(flat[:-1], flat[1:])[0, 1]) < 0.03  # neighbours independent
+
+
 def test_full_fine_tuning_overfits_four_examples(tiny, tmp_path):
     from s3ft_jax.training import train
 
