@@ -267,8 +267,8 @@ def forward_cached(params: dict, spec: ForwardSpec, input_ids, positions, valid,
 # "attn_res" (the residual after attention) is kept because the MLP norm's backward reads it:
 # without it, remat recomputes the output projection, a full matmul per layer; keeping it made
 # a 2-core CPU full fine-tuning step about 4% faster for about 3% more peak memory.
-# LoRA's dropout masks ("lora_mask") are not kept: recomputing one from its key is a single
-# fused hash pass (see _hash_bits), as fast as storing it and 50 MB lighter at 8 x 256 tokens.
+# LoRA's dropout masks are not kept: recomputing one from its key is a single fused hash
+# pass (see _hash_bits), as fast as storing it and 50 MB lighter at 8 x 256 tokens.
 SAVED_ACTIVATIONS = ("norm_in", "q", "k", "v", "attn_out", "attn_res", "mlp_in", "gate", "up")
 _REMAT_POLICIES = {
     "full": None,  # save nothing but the layer's input
@@ -397,7 +397,7 @@ def lora_delta(p: dict, x: jax.Array, eq: str) -> jax.Array:
     in_axes, kept = k_axes[:n_in], "".join(a for a in x_axes if a not in k_axes)
     if "lora_key" in p:
         mask, keep = _keep_mask(p["lora_key"], p["lora_keep"], x.shape)
-        x = jnp.where(checkpoint_name(mask, "lora_mask"), x / keep.astype(x.dtype), jnp.zeros((), x.dtype))
+        x = jnp.where(mask, x / keep.astype(x.dtype), jnp.zeros((), x.dtype))
     # Through `linear` for its hand-written gradient: autodiff of the plain einsum had XLA's
     # CPU backend transpose dy (q_proj's, [tokens, 576]) before the lora_b gradient, a
     # strided copy that took 6% of a LoRA step.
@@ -425,8 +425,7 @@ def _hash_bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     global, so any sharding of the array draws the same mask. Good enough for dropout masks,
     not a general-purpose PRNG.
     """
-    words = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
-    words = words.reshape(-1).astype(jnp.uint32)
+    words = key.reshape(-1).astype(jnp.uint32)  # raw key data, as lora.attach stores it
     index = jax.lax.iota(jnp.uint32, math.prod(shape)).reshape(shape)
     return _fmix32(_fmix32(index * jnp.uint32(0x9E3779B9) + words[0]) ^ words[-1])
 
