@@ -10,7 +10,7 @@ import torch
 
 from s3ft_jax.models import from_pretrained
 from s3ft_jax.sampling import SamplingParams, generate
-from s3ft_jax.sampling.params import next_token, row_keys
+from s3ft_jax.sampling.params import greedy_token, next_token, row_keys
 from s3ft_jax.sampling.sampler import TRACE_COUNTS, bucket
 from s3ft_jax.sharding import make_mesh
 from tests.tiny_models import VOCAB, IdTokenizer, make_tiny_model
@@ -123,6 +123,21 @@ def test_top_k_and_top_p_cut_the_distribution():
     assert set(draw()) == {0, 1, 2, 3}
     with pytest.raises(ValueError):
         SamplingParams.make(top_p=0.0)
+
+
+@pytest.mark.parametrize("vocab", [384, 300, 7])
+def test_greedy_token_equals_argmax_with_ties_first(vocab):
+    rng = np.random.default_rng(vocab)
+    # Few distinct values, so most rows have ties, in the same block and across blocks.
+    logits = rng.integers(0, 6, (64, vocab)).astype(np.float32)
+    logits[1, :] = -np.inf  # a fully masked row: argmax says 0
+    logits[2, :] = 5.0
+    logits[3, -1] = 9.0  # the maximum in the last, partial block
+    if vocab > 200:
+        logits[4, 130] = logits[4, 200] = 9.0  # a tie between two blocks
+    got = np.asarray(jax.jit(greedy_token)(jnp.asarray(logits)))
+    assert got.dtype == np.int32
+    np.testing.assert_array_equal(got, np.argmax(logits, axis=-1))
 
 
 def test_bucket_sizes():
