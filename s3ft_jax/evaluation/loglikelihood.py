@@ -42,6 +42,7 @@ import numpy as np
 from flax import nnx
 
 from s3ft_jax.models.llama import ForwardSpec, hidden_states, logits_from_hidden, positions_from_mask
+from s3ft_jax.sampling.params import greedy_token
 from s3ft_jax.sampling.sampler import TRACE_COUNTS, batch_multiple, bucket
 from s3ft_jax.sharding import global_to_host, host_to_global
 
@@ -102,7 +103,7 @@ def _score_batch(params, spec: ForwardSpec, ids, mask, targets, valid, last, las
     hidden = hidden_states(params, spec, ids, positions_from_mask(mask), mask.astype(bool))
     logits = logits_from_hidden(params, spec, hidden[:, -targets.shape[1] :]).astype(jnp.float32)  # [B, C, V]
     logz = jax.nn.logsumexp(logits, axis=-1)  # [B, C]
-    best = jnp.argmax(logits, axis=-1)  # [B, C]
+    best = greedy_token(logits.reshape(-1, logits.shape[-1])).reshape(logits.shape[:2])  # [B, C], argmax
     body = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0] - logz
     body_sum = jnp.sum(jnp.where(valid, body, 0.0), axis=-1)  # [B]
     body_greedy = jnp.all((best == targets) | ~valid, axis=-1)  # [B]
