@@ -238,20 +238,33 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("S3FT_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(message)s")
     for noisy in ("absl", "jax", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    try:
-        if os.environ.get("S3FT_DISTRIBUTED") == "1":
-            # Multi-host (scripts/launch_multihost.sh): join the other processes before any
-            # JAX call, so the mesh spans every host's devices.
-            import jax
+    from s3ft_jax import distributed
 
-            jax.distributed.initialize()
-        COMMANDS[command](parse_config(rest))
+    try:
+        if distributed.requested():
+            # Multi-host (s3ft_jax.launch, scripts/launch_multihost.sh): join the other
+            # processes before any JAX call, so the mesh spans every host's devices.
+            distributed.initialize_from_env()
+        config = parse_config(rest)
+        distributed.check_same("command and configuration", {"command": command, "config": config.to_dict()})
+        COMMANDS[command](config)
+        distributed.finish()
     except S3FTError as e:
-        print(f"s3ft: error: {e}", file=sys.stderr)
+        where = f"{distributed.process_label()}: " if distributed.active() else ""
+        print(f"s3ft: error: {where}{e}", file=sys.stderr)
+        distributed.fail(str(e), 2)  # multi-process only: tells the others, never returns
         return 2
     except KeyboardInterrupt:
         print("s3ft: interrupted", file=sys.stderr)
+        distributed.fail("interrupted", 130)
         return 130
+    except BaseException as e:
+        if not distributed.active():
+            raise
+        import traceback
+
+        traceback.print_exc()  # a bug, not bad input: the traceback is for us
+        distributed.fail(f"crashed with {type(e).__name__}: {e}".splitlines()[0], 1)
     return 0
 
 
