@@ -35,8 +35,10 @@ _POLL_S = 0.5  # how often the watcher looks for failed or vanished processes
 _LEAVE_WAIT_S = 10.0  # how long process 0, failing, waits for the others to leave first
 _AGREE_TIMEOUT_S = 120.0  # how long `check_same` waits for the slowest process's settings
 _FINISH_TIMEOUT_S = 3600.0  # the last process may still be writing a report or an export
+_SYNC_TIMEOUT_S = 3600.0  # process 0 may be writing a large file (an export) meanwhile
 
 _watcher: _Watcher | None = None
+_syncs = 0  # `sync` calls so far: the n-th call of every process must meet the others' n-th
 
 
 def requested(environ=None) -> bool:
@@ -99,6 +101,13 @@ def process_label() -> str:
     return f"process {_watcher.me} of {_watcher.n}" if _watcher else "process 0"
 
 
+def is_writer() -> bool:
+    """Whether this process writes the run's files: process 0 of a multi-process run."""
+    import jax
+
+    return jax.process_index() == 0
+
+
 def _flatten(value, prefix: str = "") -> dict[str, str]:
     if isinstance(value, dict):
         out = {}
@@ -108,20 +117,25 @@ def _flatten(value, prefix: str = "") -> dict[str, str]:
     return {prefix.rstrip("."): json.dumps(value, sort_keys=True, default=str)}
 
 
+def _exchange(key: str, mine: str, timeout_s: float, missing: str) -> dict[int, str]:
+    """Publish `mine` under key/<this process>; every other process's value under key/<it>."""
+    client, me = _client(), _watcher.me
+    client.key_value_set(f"{key}/{me}", mine)
+    theirs = {}
+    for other in (p for p in range(_watcher.n) if p != me):
+        try:
+            theirs[other] = client.blocking_key_value_get(f"{key}/{other}", int(timeout_s * 1000))
+        except Exception:
+            raise S3FTError(f"process {other} did not {missing} within {timeout_s:.0f}s") from None
+    return theirs
+
+
 def check_same(name: str, value) -> None:
     """Raise in every process unless all of them hold an equal `value` (JSON-able)."""
     if _watcher is None:
         return
-    client, me, n = _client(), _watcher.me, _watcher.n
     mine = json.dumps(value, sort_keys=True, default=str)
-    client.key_value_set(f"s3ft/same/{name}/{me}", mine)
-    for other in range(n):
-        if other == me:
-            continue
-        try:
-            theirs = client.blocking_key_value_get(f"s3ft/same/{name}/{other}", int(_AGREE_TIMEOUT_S * 1000))
-        except Exception:
-            raise S3FTError(f"process {other} did not report its {name} within {_AGREE_TIMEOUT_S:.0f}s") from None
+    for other, theirs in _exchange(f"s3ft/same/{name}", mine, _AGREE_TIMEOUT_S, f"report its {name}").items():
         if theirs != mine:
             a, b = _flatten(json.loads(mine)), _flatten(json.loads(theirs))
             keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
@@ -130,6 +144,25 @@ def check_same(name: str, value) -> None:
                 f"process {other} was started with a different {name} ({shown}{', ...' if len(keys) > 3 else ''}): "
                 "every process must run the same command"
             )
+
+
+def sync(tag: str) -> None:
+    """Wait until every process reaches its matching `sync` call.
+
+    Process 0 alone writes the run's files, and every process then reads them back (stage
+    metadata, generations, prompts): a process that read before process 0 had written would
+    go its own way, and its next collective would pair with a different one. A sync after each
+    write and between reading a stage's state and changing it keeps them in step. Each
+    process publishes `tag` for its n-th sync, so two processes on different paths fail at
+    once with both places named instead of waiting forever.
+    """
+    global _syncs
+    if _watcher is None:
+        return
+    _syncs += 1
+    for other, theirs in _exchange(f"s3ft/sync/{_syncs}", tag, _SYNC_TIMEOUT_S, f"reach '{tag}'").items():
+        if theirs != tag:
+            raise S3FTError(f"processes out of step: process {other} reached '{theirs}' where this one reached '{tag}' (a bug: please report it)")
 
 
 def fail(message: str, code: int) -> None:

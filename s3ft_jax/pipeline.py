@@ -20,6 +20,7 @@ import logging
 import time
 from pathlib import Path
 
+from s3ft_jax import distributed
 from s3ft_jax.s3ft.build import Builder, LazyModel, build
 from s3ft_jax.s3ft.stages import Stage, atomic_write_text, file_digest
 
@@ -52,7 +53,8 @@ def run_pipeline(config, *, progress: bool = True) -> Path:
     from s3ft_jax.tasks import get_task
 
     workdir = Path(config.workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    if distributed.is_writer():
+        workdir.mkdir(parents=True, exist_ok=True)
     methods = list(dict.fromkeys(config.run.methods))
     task = get_task(config)
     base_id = model_fingerprint(config.model.name)
@@ -119,15 +121,24 @@ def _train(config, method_dir: Path, trained_id: dict) -> None:
     status = stage.open()
     if status == "done":
         return
-    if status == "fresh" and (method_dir / "train").exists():
+    if status == "fresh" and _exists_everywhere(method_dir / "train"):
         # Checkpoints of another D' or other settings: kept aside, never resumed from.
         stale = method_dir / "stale" / f"train-{time.strftime('%Y%m%d-%H%M%S')}"
-        stale.parent.mkdir(parents=True, exist_ok=True)
-        (method_dir / "train").rename(stale)
-        log.warning("%s: training inputs changed; previous run moved to %s", method_dir.name, stale)
+        if distributed.is_writer():
+            stale.parent.mkdir(parents=True, exist_ok=True)
+            (method_dir / "train").rename(stale)
+            log.warning("%s: training inputs changed; previous run moved to %s", method_dir.name, stale)
+        distributed.sync("moved the old training run aside")
     result = train(config, method_dir / "dataset.jsonl", method_dir)
     log.info("trained %s: %d steps, final loss %s", method_dir.name, result.steps, result.final_loss)
     stage.complete(steps=result.steps, final_loss=result.final_loss)
+
+
+def _exists_everywhere(path: Path) -> bool:
+    """`path.exists()`, seen the same by every process: none looks after process 0 acted on it."""
+    exists = path.exists()
+    distributed.sync(f"checked {path.name}")
+    return exists
 
 
 def _load_trained(config, method_dir: Path):
@@ -151,7 +162,8 @@ def _evaluate(config, task, method: str, eval_dir: Path, model: LazyModel, model
     from s3ft_jax.judges import text
     from s3ft_jax.tasks.data import resolve_data_dir
 
-    eval_dir.mkdir(parents=True, exist_ok=True)
+    if distributed.is_writer():
+        eval_dir.mkdir(parents=True, exist_ok=True)
     # In-domain: the prediction and judge stages of Algorithm 1, on the test split.
     indomain = Builder(config, task, eval_dir, model=model, model_id=model_id, progress=progress,
                        split=config.task.test_split, limit=config.eval.limit)

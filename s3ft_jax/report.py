@@ -10,6 +10,7 @@ import html
 import json
 from pathlib import Path
 
+from s3ft_jax import distributed
 from s3ft_jax.s3ft.stages import atomic_write_text
 
 # The benchmark's headline metric, as papers and the Open LLM Leaderboard report them.
@@ -123,11 +124,12 @@ def plots(data: dict, workdir: Path) -> list[str]:
     made = []
 
     def save(fig, name):
-        fig.tight_layout()
-        tmp = workdir / f".{name}.tmp.png"
-        fig.savefig(tmp)
+        if distributed.is_writer():  # the others only need the names
+            fig.tight_layout()
+            tmp = workdir / f".{name}.tmp.png"
+            fig.savefig(tmp)
+            tmp.replace(workdir / name)
         plt.close(fig)
-        tmp.replace(workdir / name)
         made.append(name)
 
     if data["indomain"]:

@@ -8,8 +8,10 @@
 # spans all hosts; each host feeds its shard of every batch and only process 0 writes files,
 # so --config.workdir must be a path every host can see (a shared mount or GCS fuse).
 #
-# GPU clusters: start the same command on each node with S3FT_DISTRIBUTED=1 and JAX's
-# JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID (or SLURM) variables set.
+# GPU clusters: start the same command on each node with S3FT_DISTRIBUTED=1 and
+# S3FT_COORDINATOR (host:port of process 0) / S3FT_NUM_PROCESSES / S3FT_PROCESS_ID set (the
+# CLI also reads JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID; under SLURM or
+# Open MPI JAX finds them itself). To try it on one machine: python -m s3ft_jax.launch -n 2 -- ...
 set -euo pipefail
 TPU_NAME=${1:?usage: launch_multihost.sh TPU_NAME ZONE COMMAND [--config...]}
 ZONE=${2:?usage: launch_multihost.sh TPU_NAME ZONE COMMAND [--config...]}

@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from s3ft_jax import distributed
 from s3ft_jax.errors import ConfigError
 from s3ft_jax.judges.verdict import Judge
 from s3ft_jax.s3ft.leaks import meta_text_leak
@@ -163,7 +164,8 @@ class Builder:
             prompts = stage.path("prompts.jsonl")
             atomic_write_jsonl(prompts, ({"id": i, "messages": [{"role": "user", "content": render(by_id[i])}]} for i in todo))
             self.generator(prompts, output, True)
-            prompts.unlink(missing_ok=True)
+            if distributed.is_writer():
+                prompts.unlink(missing_ok=True)
             status = "resumed" if status == "resume" or done else "ran"
         else:
             status = "skipped" if status == "done" else "resumed"

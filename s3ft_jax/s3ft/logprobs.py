@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from s3ft_jax import distributed
 from s3ft_jax.errors import S3FTError
 from s3ft_jax.s3ft.stages import atomic_write_text
 from s3ft_jax.sampling.chat import render_chat
@@ -62,9 +63,10 @@ def target_logprobs(model, tokenizer, dataset: Path, out_dir: Path, *, batch_siz
             "mean_per_token": float(per_token.mean()) if per_token.size else None,
         }
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "logprobs.json", json.dumps({**summary, "per_example": per_example}, indent=1) + "\n")
-    plot_histogram(per_example, out_dir / "logprobs.png")
+    if distributed.is_writer():
+        plot_histogram(per_example, out_dir / "logprobs.png")
+    distributed.sync("wrote logprobs.png")
     return summary
 
 

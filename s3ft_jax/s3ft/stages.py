@@ -23,6 +23,7 @@ from pathlib import Path
 
 import jax
 
+from s3ft_jax import distributed
 from s3ft_jax.errors import S3FTError
 from s3ft_jax.sampling.queue import read_done, rewrite_in_order
 
@@ -42,15 +43,16 @@ def file_digest(path: Path) -> str:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    if jax.process_index() != 0:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Process 0 writes; every process calls this and returns once the file is in place."""
+    if jax.process_index() == 0:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    distributed.sync(f"wrote {path.name}")
 
 
 def atomic_write_jsonl(path: Path, rows: Iterable[dict]) -> None:
@@ -86,6 +88,7 @@ class Stage:
         """'done', 'resume' or 'fresh'; stale outputs are moved aside first."""
         meta = self._meta()
         owned = [p for p in self.directory.glob(f"{self.name}.*") if p.is_file()]
+        distributed.sync(f"open stage {self.name}")  # all have read the state before process 0 changes it
         if meta is not None and meta.get("fingerprint") == self.fingerprint:
             return "done" if meta.get("complete") else "resume"
         if owned:
@@ -137,13 +140,15 @@ def resumable_map(
         raise S3FTError(f"{output} holds rows for ids this stage does not have (e.g. {extra[0]}); move it away to start over")
     todo = [n for n, i in enumerate(ids) if json.dumps(i) not in done]
     writer = jax.process_index() == 0
+    distributed.sync(f"read {output.name}")  # all have read it before process 0 appends
     if todo:
         bar = None
         if progress and writer:
             from tqdm import tqdm
 
             bar = tqdm(total=len(ids), initial=len(ids) - len(todo), desc=desc, unit="ex", dynamic_ncols=True)
-        output.parent.mkdir(parents=True, exist_ok=True)
+        if writer:
+            output.parent.mkdir(parents=True, exist_ok=True)
         with open(output, "a", encoding="utf-8") if writer else open(os.devnull, "w") as f:
             for start in range(0, len(todo), batch_size):
                 chunk = todo[start : start + batch_size]
@@ -161,4 +166,5 @@ def resumable_map(
     rows = [done[json.dumps(i)] for i in ids]
     if writer and (todo or extra or not output.exists()):
         rewrite_in_order(output, rows + [done[k] for k in extra])
+    distributed.sync(f"wrote {output.name}")
     return rows

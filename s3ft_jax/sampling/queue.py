@@ -22,6 +22,7 @@ from pathlib import Path
 
 import jax
 
+from s3ft_jax import distributed
 from s3ft_jax.errors import S3FTError
 from s3ft_jax.sampling.chat import render_chat
 from s3ft_jax.sampling.sampler import Generation, generate_batches
@@ -132,6 +133,7 @@ def run_queue(
         raise S3FTError(f"{output} holds results for ids not in {input_path} (e.g. {sorted(unknown)[0]}); use another output path")
     todo = [i for i, pid in enumerate(ids) if json.dumps(pid) not in done]
     writer = jax.process_index() == 0
+    distributed.sync(f"read {output.name}")  # all have read it before process 0 appends
     bar = None
     if progress and writer and todo:
         from tqdm import tqdm
@@ -168,6 +170,7 @@ def run_queue(
     if writer:
         known = {json.dumps(i) for i in ids}
         rewrite_in_order(output, [done[json.dumps(i)] for i in ids] + [row for key, row in done.items() if key not in known])
+    distributed.sync(f"wrote {output.name}")  # callers read the results back from the file
     return QueueReport(len(ids), len(ids) - len(todo), len(todo), tokens, time.perf_counter() - start)
 
 

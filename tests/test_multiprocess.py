@@ -1,0 +1,192 @@
+"""Multi-host code paths on one machine: 2 processes x 2 CPU devices against 1 process x 4.
+
+Every launch goes through `s3ft_jax.launch` (real processes, a real coordinator on
+127.0.0.1, gloo collectives), so these tests pay a JAX start-up and compiles per process:
+the scenarios are packed into few launches.
+"""
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from s3ft_jax.launch import launch, s3ft_command
+from s3ft_jax.training.metrics import read_metrics
+from tests.conftest import shared_data_dir
+from tests.tiny_models import make_tiny_chat_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Process 1 of the 2-process `s3ft run` runs under this wrapper: a Python audit hook records
+# every file opened for writing, every directory made and every file renamed or removed under
+# the workdir. It sees what Python does (all of s3ft_jax's own writes); writes made inside
+# C++ (tensorstore writing Orbax's array shards) are invisible to it.
+AUDIT = r"""
+import json, os, sys
+log_path, root = sys.argv[1], os.path.abspath(sys.argv[2])
+seen = []
+WRITING = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+CHANGING = {"os.mkdir", "os.rename", "os.remove", "os.rmdir", "shutil.rmtree", "os.truncate", "os.link", "os.symlink",
+            "os.utime", "os.chmod"}
+def under_root(path):
+    try:
+        return os.path.abspath(os.fsdecode(path)).startswith(root + os.sep)
+    except TypeError:
+        return False  # a file descriptor
+def hook(event, args):
+    if event == "open" and isinstance(args[2], int) and args[2] & WRITING and under_root(args[0]):
+        seen.append([event, os.fsdecode(args[0])])
+    elif event in CHANGING and args and under_root(args[0]):
+        seen.append([event, os.fsdecode(args[0])])
+sys.addaudithook(hook)
+from s3ft_jax import cli
+code = cli.main(sys.argv[3:])
+with open(log_path, "w") as f:
+    json.dump(seen, f)
+sys.exit(code)
+"""
+
+
+def _env(**extra) -> dict:
+    env = {"PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]), **extra}
+    return env
+
+
+def _run(args_per_process, *, devices=2, cwd=None, env=None, commands=None):
+    n = len(args_per_process)
+    commands = commands or [s3ft_command(a) for a in args_per_process]
+    envs = [{**_env(), **((env or [{}] * n)[i])} for i in range(n)]
+    result = launch(commands, devices=devices, cwd=cwd, env=envs, grace_s=120, echo=lambda *a: None)
+    result.text = ["\n".join(lines) for lines in result.output]
+    return result
+
+
+def _metrics(path: Path) -> list[tuple[int, float, float]]:
+    return [(m["step"], m["loss"], m["grad_norm"]) for m in read_metrics(path)]
+
+
+@pytest.fixture(scope="module")
+def tiny(embedded_home, tmp_path_factory):
+    from s3ft_jax.models import resolve_model_path
+
+    root = tmp_path_factory.mktemp("multiprocess")
+    return make_tiny_chat_model(root / "tiny", resolve_model_path("smollm2-135m-instruct")), root
+
+
+def _run_args(model, workdir):
+    return [
+        "run", f"--config.model.name={model}", f"--config.workdir={workdir}", f"--config.data.data_dir={shared_data_dir()}",
+        "--config.run.methods=('base','s3ft')", "--config.task.limit=4", "--config.eval.limit=3",
+        "--config.sampling.max_new_tokens=8", "--config.sampling.batch_size=4", "--config.eval.benchmarks=('arc_easy','boolq')",
+        "--config.eval.benchmark_limit=2", "--config.train.max_steps=2", "--config.train.batch_size=2",
+        "--config.train.progress=False",
+    ]  # fmt: skip
+
+
+def test_run_on_two_processes_matches_one_and_only_process_0_writes(tiny):
+    """`s3ft run` (base + s3ft): sharded load, Algorithm 1's generations and judged D',
+    log-likelihood (logprobs, benchmark scores), LoRA training with an Orbax checkpoint,
+    in-domain generation, the report: 2 processes give what 1 process gives."""
+    model, root = tiny
+    one, two = root / "one", root / "two"
+    ref = _run([_run_args(model, one)], devices=4)
+    assert ref.returncodes == [0], ref.text[0][-3000:]
+    audit = root / "audit_p1.json"
+    args = _run_args(model, two)
+    mp = _run([args, args], commands=[s3ft_command(args), [sys.executable, "-c", AUDIT, str(audit), str(two), *args]])
+    assert mp.returncodes == [0, 0], "\n".join(t[-3000:] for t in mp.text)
+
+    # The mesh spans both processes' devices: each holds half of every fsdp-split weight.
+    assert "mesh {'data': 1, 'fsdp': 4, 'tensor': 1}" in mp.text[1]
+    # Greedy generations (build and eval), the judged D', benchmark records: identical bytes.
+    for name in ("build/predict.jsonl", "build/judge_predict.jsonl", "s3ft/dataset.jsonl", "s3ft/stats.json",
+                 "base/eval/predict.jsonl", "s3ft/eval/predict.jsonl", "base/eval/indomain.json", "s3ft/eval/indomain.json",
+                 "base/eval/records/boolq.jsonl", "s3ft/eval/records/arc_easy.jsonl"):  # fmt: skip
+        assert (two / name).read_bytes() == (one / name).read_bytes(), name
+    # Log-likelihood scores and benchmark numbers; only wall times differ in these files.
+    for name in ("base/eval/generalization.json", "s3ft/eval/generalization.json"):
+        strip = lambda d: {k: {kk: vv for kk, vv in v.items() if kk != "seconds"} for k, v in d.items()}  # noqa: E731
+        assert strip(json.loads((two / name).read_text())) == strip(json.loads((one / name).read_text())), name
+    lp1, lp2 = json.loads((one / "logprobs.json").read_text()), json.loads((two / "logprobs.json").read_text())
+    assert lp2["per_example"] == lp1["per_example"] and lp2["sources"] == lp1["sources"]
+    # LoRA training: the same losses, an Orbax checkpoint of the last step, the adapters.
+    losses1, losses2 = _metrics(one / "s3ft/train/metrics.jsonl"), _metrics(two / "s3ft/train/metrics.jsonl")
+    assert [s for s, _, _ in losses2] == [1, 2]
+    assert losses2 == pytest.approx(losses1, rel=1e-5)
+    assert (two / "s3ft/train/checkpoints/2").is_dir()
+    assert (two / "s3ft/train/adapter/adapter_model.safetensors").is_file()
+    # The report's tables (what `s3ft run` printed), minus the wall-time table.
+    tables = lambda text: text.split("Wall time per stage")[0].split("Training targets")[1]  # noqa: E731
+    assert tables(mp.text[0].replace("[p0] ", "")) == tables(ref.text[0])
+
+    # Process 1 wrote nothing in the workdir through Python, checkpoints included: what it
+    # did write there is Orbax's own array shards (tensorstore, C++), which the hook cannot see.
+    assert json.loads(audit.read_text()) == []
+
+
+def _train_args(model, data, workdir, *extra):
+    return [
+        "train", f"--config.model.name={model}", f"--config.workdir={workdir}", f"--config.train.dataset={data}",
+        "--config.lora.enabled=False", "--config.train.batch_size=2", "--config.train.max_steps=4",
+        "--config.train.checkpoint_every=1", "--config.train.learning_rate=0.01", "--config.train.progress=False", *extra,
+    ]  # fmt: skip
+
+
+def test_full_training_killed_process_then_restart_resumes_on_the_same_trajectory(tiny):
+    """Full fine-tuning, 2 processes; process 1 is killed with SIGKILL after step 2: process 0
+    stops by itself (JAX's heartbeat), and a restart of both resumes to the losses of an
+    uninterrupted 1-process run."""
+    model, root = tiny
+    data = root / "data.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"What is {i} plus {i + 1}?", "target": f"It is {2 * i + 1}."}) + "\n" for i in range(6)))
+    ref = _run([_train_args(model, data, root / "full1")], devices=4)
+    assert ref.returncodes == [0], ref.text[0][-3000:]
+
+    args = _train_args(model, data, root / "full2")
+    quick = {"S3FT_HEARTBEAT_TIMEOUT": "10"}
+    killed = _run([args, args], env=[quick, {**quick, "S3FT_TEST_KILL_AT_STEP": "2"}])
+    assert killed.returncodes[1] == -signal.SIGKILL
+    # Process 0 ended on its own (the launcher's kill would be SIGKILL), with a message.
+    assert killed.returncodes[0] not in (0, -signal.SIGKILL), killed.text[0][-3000:]
+    assert "another task died" in killed.text[0] or "process 1" in killed.text[0], killed.text[0][-3000:]
+
+    resumed = _run([args, args])
+    assert resumed.returncodes == [0, 0], "\n".join(t[-3000:] for t in resumed.text)
+    assert "resuming from checkpoint" in resumed.text[0]
+    assert _metrics(root / "full2/train/metrics.jsonl") == pytest.approx(_metrics(root / "full1/train/metrics.jsonl"), rel=1e-5)
+    assert (root / "full2/train/checkpoints/4").is_dir()
+
+
+def test_processes_with_different_configs_refuse_to_run(tiny):
+    model, root = tiny
+    a = _train_args(model, root / "data.jsonl", root / "mismatch")
+    result = _run([a, [*a, "--config.seed=1"]])
+    assert result.returncodes == [2, 2]
+    for i, other in ((0, 1), (1, 0)):
+        errors = [l for l in result.output[i] if l.startswith("s3ft: error:")]
+        assert errors == [f"s3ft: error: process {i} of 2: process {other} was started with a different command and "
+                          f"configuration (config.seed: {0 if i == 0 else 1} here, {1 if i == 0 else 0} there): "
+                          "every process must run the same command"]  # fmt: skip
+    assert not (root / "mismatch").exists()
+
+
+def test_data_missing_on_one_host_is_reported_by_that_host(tiny):
+    model, root = tiny
+    here, there = root / "host0", root / "host1"
+    here.mkdir()
+    there.mkdir()
+    (here / "data.jsonl").write_text('{"prompt": "Hi", "target": "Hello."}\n')
+    # The same relative path on both "hosts", each with its own working directory.
+    args = _train_args(model, "data.jsonl", root / "missing")
+    result = _run([args, args], cwd=[here, there])
+    assert result.returncodes == [3, 2]
+    assert [l for l in result.output[1] if l.startswith("s3ft: error:")] == [
+        "s3ft: error: process 1 of 2: training data data.jsonl not found (set --config.train.dataset)"
+    ]
+    assert [l for l in result.output[0] if l.startswith("s3ft: error:")] == [
+        "s3ft: error: process 0 of 2 stopped: process 1 failed (training data data.jsonl not found (set --config.train.dataset))"
+    ]
+    assert "Traceback" not in result.text[0] + result.text[1]
