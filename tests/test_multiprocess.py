@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -64,8 +65,16 @@ def _run(args_per_process, *, devices=2, cwd=None, env=None, commands=None):
     return result
 
 
-def _metrics(path: Path) -> list[tuple[int, float, float]]:
-    return [(m["step"], m["loss"], m["grad_norm"]) for m in read_metrics(path)]
+def _together(*calls):
+    """Run launches side by side: single-threaded phases (imports, compiles) of one overlap
+    the others', which saves wall time on a few cores. Results in call order."""
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return [f.result() for f in [pool.submit(call) for call in calls]]
+
+
+def _metrics(path: Path) -> list[float]:
+    """step, loss, grad_norm of every step, flat (for pytest.approx)."""
+    return [x for m in read_metrics(path) for x in (m["step"], m["loss"], m["grad_norm"])]
 
 
 @pytest.fixture(scope="module")
@@ -79,52 +88,63 @@ def tiny(embedded_home, tmp_path_factory):
 def _run_args(model, workdir):
     return [
         "run", f"--config.model.name={model}", f"--config.workdir={workdir}", f"--config.data.data_dir={shared_data_dir()}",
-        "--config.run.methods=('base','s3ft')", "--config.task.limit=4", "--config.eval.limit=3",
-        "--config.sampling.max_new_tokens=8", "--config.sampling.batch_size=4", "--config.eval.benchmarks=('arc_easy','boolq')",
+        "--config.run.methods=('s3ft',)", "--config.task.limit=4", "--config.eval.limit=3",
+        "--config.sampling.max_new_tokens=8", "--config.sampling.batch_size=4", "--config.eval.benchmarks=('boolq',)",
         "--config.eval.benchmark_limit=2", "--config.train.max_steps=2", "--config.train.batch_size=2",
         "--config.train.progress=False",
     ]  # fmt: skip
 
 
 def test_run_on_two_processes_matches_one_and_only_process_0_writes(tiny):
-    """`s3ft run` (base + s3ft): sharded load, Algorithm 1's generations and judged D',
+    """`s3ft run` (method s3ft): sharded load, Algorithm 1's generations and judged D',
     log-likelihood (logprobs, benchmark scores), LoRA training with an Orbax checkpoint,
     in-domain generation, the report: 2 processes give what 1 process gives."""
     model, root = tiny
     one, two = root / "one", root / "two"
-    ref = _run([_run_args(model, one)], devices=4)
-    assert ref.returncodes == [0], ref.text[0][-3000:]
     audit = root / "audit_p1.json"
     args = _run_args(model, two)
-    mp = _run([args, args], commands=[s3ft_command(args), [sys.executable, "-c", AUDIT, str(audit), str(two), *args]])
+    ref, mp = _together(
+        lambda: _run([_run_args(model, one)], devices=4),
+        lambda: _run([args, args], commands=[s3ft_command(args), [sys.executable, "-c", AUDIT, str(audit), str(two), *args]]),
+    )
+    assert ref.returncodes == [0], ref.text[0][-3000:]
     assert mp.returncodes == [0, 0], "\n".join(t[-3000:] for t in mp.text)
 
     # The mesh spans both processes' devices: each holds half of every fsdp-split weight.
     assert "mesh {'data': 1, 'fsdp': 4, 'tensor': 1}" in mp.text[1]
-    # Greedy generations (build and eval), the judged D', benchmark records: identical bytes.
-    for name in ("build/predict.jsonl", "build/judge_predict.jsonl", "s3ft/dataset.jsonl", "s3ft/stats.json",
-                 "base/eval/predict.jsonl", "s3ft/eval/predict.jsonl", "base/eval/indomain.json", "s3ft/eval/indomain.json",
-                 "base/eval/records/boolq.jsonl", "s3ft/eval/records/arc_easy.jsonl"):  # fmt: skip
+    # The base model's greedy generations, the judged D' built from them: identical bytes.
+    for name in ("build/predict.jsonl", "build/judge_predict.jsonl", "s3ft/dataset.jsonl", "s3ft/stats.json"):
         assert (two / name).read_bytes() == (one / name).read_bytes(), name
-    # Log-likelihood scores and benchmark numbers; only wall times differ in these files.
-    for name in ("base/eval/generalization.json", "s3ft/eval/generalization.json"):
-        strip = lambda d: {k: {kk: vv for kk, vv in v.items() if kk != "seconds"} for k, v in d.items()}  # noqa: E731
-        assert strip(json.loads((two / name).read_text())) == strip(json.loads((one / name).read_text())), name
+    # The base model's log-likelihoods of the D' targets: identical.
     lp1, lp2 = json.loads((one / "logprobs.json").read_text()), json.loads((two / "logprobs.json").read_text())
     assert lp2["per_example"] == lp1["per_example"] and lp2["sources"] == lp1["sources"]
     # LoRA training: the same losses, an Orbax checkpoint of the last step, the adapters.
     losses1, losses2 = _metrics(one / "s3ft/train/metrics.jsonl"), _metrics(two / "s3ft/train/metrics.jsonl")
-    assert [s for s, _, _ in losses2] == [1, 2]
+    assert losses2[::3] == [1, 2]
     assert losses2 == pytest.approx(losses1, rel=1e-5)
     assert (two / "s3ft/train/checkpoints/2").is_dir()
     assert (two / "s3ft/train/adapter/adapter_model.safetensors").is_file()
+    # The trained weights differ in their last bits (gradients are summed across processes in
+    # another order), so the fine-tuned model's scores match within float tolerance only.
+    records = [[json.loads(line) for line in (d / "s3ft/eval/records/boolq.jsonl").read_text().splitlines()] for d in (one, two)]
+    assert len(records[1]) == 2
+    for a, b in zip(*records):
+        assert b["loglikelihoods"] == pytest.approx(a["loglikelihoods"], rel=1e-5)
+        assert {k: v for k, v in b.items() if k != "loglikelihoods"} == {k: v for k, v in a.items() if k != "loglikelihoods"}
+    strip = lambda d: {k: {kk: vv for kk, vv in v.items() if kk != "seconds"} for k, v in d.items()}  # noqa: E731
+    generalization = [json.loads((d / "s3ft/eval/generalization.json").read_text()) for d in (one, two)]
+    assert strip(generalization[1]) == strip(generalization[0])
+    assert json.loads((two / "s3ft/eval/indomain.json").read_text()) == json.loads((one / "s3ft/eval/indomain.json").read_text())
     # The report's tables (what `s3ft run` printed), minus the wall-time table.
     tables = lambda text: text.split("Wall time per stage")[0].split("Training targets")[1]  # noqa: E731
     assert tables(mp.text[0].replace("[p0] ", "")) == tables(ref.text[0])
 
-    # Process 1 wrote nothing in the workdir through Python, checkpoints included: what it
-    # did write there is Orbax's own array shards (tensorstore, C++), which the hook cannot see.
-    assert json.loads(audit.read_text()) == []
+    # Process 1 wrote nothing in the workdir through Python but Orbax's per-process metadata
+    # inside a checkpoint being saved (Orbax has every process write its own part; its array
+    # shards are written by tensorstore, in C++, which the hook cannot see).
+    writes = json.loads(audit.read_text())
+    assert writes, "the audit hook saw nothing: it is not working"
+    assert all("/checkpoints/" in path and "orbax-checkpoint-tmp" in path and path.endswith("process_1") for _, path in writes), writes
 
 
 def _train_args(model, data, workdir, *extra):
@@ -142,12 +162,13 @@ def test_full_training_killed_process_then_restart_resumes_on_the_same_trajector
     model, root = tiny
     data = root / "data.jsonl"
     data.write_text("".join(json.dumps({"prompt": f"What is {i} plus {i + 1}?", "target": f"It is {2 * i + 1}."}) + "\n" for i in range(6)))
-    ref = _run([_train_args(model, data, root / "full1")], devices=4)
-    assert ref.returncodes == [0], ref.text[0][-3000:]
-
     args = _train_args(model, data, root / "full2")
     quick = {"S3FT_HEARTBEAT_TIMEOUT": "10"}
-    killed = _run([args, args], env=[quick, {**quick, "S3FT_TEST_KILL_AT_STEP": "2"}])
+    ref, killed = _together(
+        lambda: _run([_train_args(model, data, root / "full1")], devices=4),
+        lambda: _run([args, args], env=[quick, {**quick, "S3FT_TEST_KILL_AT_STEP": "2"}]),
+    )
+    assert ref.returncodes == [0], ref.text[0][-3000:]
     assert killed.returncodes[1] == -signal.SIGKILL
     # Process 0 ended on its own (the launcher's kill would be SIGKILL), with a message.
     assert killed.returncodes[0] not in (0, -signal.SIGKILL), killed.text[0][-3000:]
