@@ -95,6 +95,8 @@ def state():
             sorted(os.listdir("/proc/self/fd")))
 before = state()
 import importlib
+
+pytestmark = pytest.mark.fast  # `make test-fast`
 for name in sys.argv[1:]:
     importlib.import_module("s3ft_jax.judges.sandbox." + name)
 after = state()
