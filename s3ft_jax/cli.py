@@ -338,6 +338,12 @@ def _main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         print("s3ft: interrupted", file=sys.stderr)
         return 130
+    except ImportError as e:
+        if os.environ.get("S3FT_DEBUG") == "1":
+            raise
+        # A package the install should have brought is missing or broken.
+        print(f"s3ft: error: {str(e).splitlines()[0]} (reinstall: pip install -e .; S3FT_DEBUG=1 shows where)", file=sys.stderr)
+        return 1
     except OSError as e:
         if isinstance(e, BrokenPipeError) or os.environ.get("S3FT_DEBUG") == "1":
             raise
