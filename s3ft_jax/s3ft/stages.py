@@ -25,6 +25,7 @@ import jax
 
 from s3ft_jax import distributed
 from s3ft_jax.errors import S3FTError
+from s3ft_jax.progress import progress_bar
 from s3ft_jax.sampling.queue import read_done, rewrite_in_order
 
 log = logging.getLogger(__name__)
@@ -142,11 +143,7 @@ def resumable_map(
     writer = jax.process_index() == 0
     distributed.sync(f"read {output.name}")  # all have read it before process 0 appends
     if todo:
-        bar = None
-        if progress and writer:
-            from tqdm import tqdm
-
-            bar = tqdm(total=len(ids), initial=len(ids) - len(todo), desc=desc, unit="ex", dynamic_ncols=True)
+        bar = progress_bar(len(ids), initial=len(ids) - len(todo), desc=desc, unit="ex", enabled=progress)
         if writer:
             output.parent.mkdir(parents=True, exist_ok=True)
         with open(output, "a", encoding="utf-8") if writer else open(os.devnull, "w") as f:
@@ -159,10 +156,8 @@ def resumable_map(
                 f.flush()
                 if writer:
                     os.fsync(f.fileno())
-                if bar is not None:
-                    bar.update(len(chunk))
-        if bar is not None:
-            bar.close()
+                bar.update(len(chunk))
+        bar.close()
     rows = [done[json.dumps(i)] for i in ids]
     if writer and (todo or extra or not output.exists()):
         rewrite_in_order(output, rows + [done[k] for k in extra])
