@@ -31,7 +31,7 @@ import time
 
 from s3ft_jax.errors import S3FTError
 
-_POLL_S = 0.5  # how often the watcher looks for failed or vanished processes
+_POLL_S = 0.5  # how often the watcher looks for failures of the other processes
 _LEAVE_WAIT_S = 10.0  # how long process 0, failing, waits for the others to leave first
 _AGREE_TIMEOUT_S = 120.0  # how long `check_same` waits for the slowest process's settings
 _FINISH_TIMEOUT_S = 3600.0  # the last process may still be writing a report or an export
