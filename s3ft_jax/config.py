@@ -76,6 +76,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.judge.max_new_tokens = 8
     c.judge.code_timeout_s = 10.0
     c.judge.code_workers = 0  # 0: one per CPU core
+    # Paraphrases must keep the gold's solution, not only its final answer (judges/solution.py):
+    # at least keep_solution_fraction of its intermediate results (GSM8K) or of its length.
+    c.judge.keep_solution = False  # off, as in the paper
+    c.judge.keep_solution_fraction = 0.5
 
     # `s3ft build`: Algorithm 1. Stage files go to <workdir>/build, D' to build.output.
     c.build = ml_collections.ConfigDict()
@@ -192,6 +196,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         raise ConfigError(f"judge.mode must be llm, heuristic or llm_or_heuristic, got {config.judge.mode!r}")
     if config.judge.code_timeout_s <= 0 or config.judge.max_new_tokens <= 0 or config.judge.code_workers < 0:
         raise ConfigError("judge.code_timeout_s and judge.max_new_tokens must be positive, judge.code_workers >= 0")
+    if not 0 < config.judge.keep_solution_fraction <= 1:
+        raise ConfigError(f"judge.keep_solution_fraction must be in (0, 1], got {config.judge.keep_solution_fraction}")
     if sampling.temperature < 0:
         raise ConfigError(f"sampling.temperature must be >= 0, got {sampling.temperature}")
     if not 0 < sampling.top_p <= 1:
