@@ -97,6 +97,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.benchmark_limit = 0  # first N questions of each benchmark (0: all)
     c.eval.mmlu_per_subject = 0  # > 0: a stratified MMLU subset, the first k questions per subject
     c.eval.batch_size = 16
+    # Drift of each fine-tuned model from the base: mean per-token KL(base || tuned) on the
+    # base's own test responses and on the benchmarks' texts (<method>/eval/drift.json).
+    c.eval.drift = True
+    c.eval.drift_logit_tokens = 2048  # positions per batch whose full log-softmax is kept (memory)
 
     # `s3ft logprobs`: log p(target | prompt) of a built set's gold/paraphrase/own targets.
     c.logprobs = ml_collections.ConfigDict()
@@ -190,6 +194,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         raise ConfigError(f"run.methods takes base, sft, sdft, s3ft; got {tuple(config.run.methods)!r}")
     if config.eval.limit < 0 or config.eval.benchmark_limit < 0 or config.eval.mmlu_per_subject < 0 or config.eval.batch_size <= 0:
         raise ConfigError("eval.limit, eval.benchmark_limit and eval.mmlu_per_subject must be >= 0, eval.batch_size > 0")
+    if config.eval.drift_logit_tokens <= 0:
+        raise ConfigError(f"eval.drift_logit_tokens must be positive, got {config.eval.drift_logit_tokens}")
     if config.build.method not in ("s3ft", "sdft", "sft"):
         raise ConfigError(f"build.method must be s3ft, sdft or sft, got {config.build.method!r}")
     if config.judge.mode not in ("llm", "heuristic", "llm_or_heuristic"):
