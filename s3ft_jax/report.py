@@ -41,7 +41,7 @@ def collect(workdir: Path, methods: list[str]) -> dict:
             data["generalization"][m] = gen
         if (drift := _read(workdir / m / "eval" / "drift.json")) is not None:
             data["drift"][m] = drift
-        data["questions"][m] = _per_question(workdir / m / "eval", gen or {})
+        data["questions"][m] = _per_question(workdir / m / "eval", gen or {}, (ind or {}).get("examples"))
         metrics = workdir / m / "train" / "metrics.jsonl"
         if metrics.is_file():
             rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
@@ -58,9 +58,12 @@ def _jsonl(path: Path) -> list[dict]:
         return []
 
 
-def _per_question(eval_dir: Path, generalization: dict) -> dict[str, dict]:
-    """{"indomain" or benchmark: {question id: score}}: what paired intervals pair up."""
-    out = {"indomain": {r["id"]: float(r["correct"]) for r in _jsonl(eval_dir / "judge_predict.jsonl")}}
+def _per_question(eval_dir: Path, generalization: dict, examples: int | None) -> dict[str, dict]:
+    """{"indomain" or benchmark: {question id: score}}: what paired intervals pair up. The
+    verdict file lists this evaluation's questions first, then any kept from a run with a
+    larger eval.limit: only the first `examples` count."""
+    verdicts = _jsonl(eval_dir / "judge_predict.jsonl")[: examples or 0]
+    out = {"indomain": {r["id"]: float(r["correct"]) for r in verdicts}}
     for name in generalization:
         key = HEADLINE.get(name, "acc")
         out[name] = {str(r["id"]): float(r.get(key, r.get("acc"))) for r in _jsonl(eval_dir / "records" / f"{name}.jsonl")}
