@@ -86,6 +86,13 @@ def _pm(value: float | None, stderr: float | None, digits: int = 1) -> str:
     return f"{value:.{digits}f}" + ("" if stderr is None else f" ± {stderr:.{digits}f}")
 
 
+def _sci(value: float | None, stderr: float | None) -> str:
+    """Three significant digits: drift after a few LoRA steps can be 1e-5 nats per token."""
+    if value is None:
+        return "-"
+    return f"{value:.3g}" + ("" if stderr is None else f" ± {stderr:.2g}")
+
+
 def _interval(d: dict | None) -> str:
     if d is None:
         return "-"
@@ -188,7 +195,7 @@ def tables(data: dict) -> dict[str, list[list[str]]]:
             if m in data["drift"]:
                 d = data["drift"][m]
                 cells = [d.get("responses"), *(d["benchmarks"].get(n) for n in names), d.get("benchmarks_all")]
-                rows.append([m, *(_pm(c and c["kl"], c and c["stderr"], 4) for c in cells)])
+                rows.append([m, *(_sci(c and c["kl"], c and c["stderr"]) for c in cells)])
         out["Drift from base: mean per-token KL(base || method), nats ± stderr"] = rows
     if data.get("logprobs"):
         rows = [["target", "examples", "mean log p", "median", "mean per token", "mean tokens"]]

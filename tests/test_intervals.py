@@ -80,6 +80,6 @@ def test_report_shows_stderrs_paired_intervals_and_noise(tmp_path):
     assert "+41.7 [+6.6, +76.7]" in report
     assert "sft: drops outside noise on boolq (+83.3); every other drop is within noise." in report
     # Drift and target quality tables.
-    assert "| sft | 0.0123 ± 0.0021 | 0.5000 | 0.5000 |" in report
+    assert "| sft | 0.0123 ± 0.0021 | 0.5 | 0.5 |" in report
     assert "| sft | gold | 4 | 80.0 | -100.0 | -1.250 |" in report
     assert (tmp_path / "drift.png").stat().st_size > 1000 and "drift.png" in report
