@@ -155,7 +155,8 @@ def _drift(config, task, workdir: Path, method: str, base: LazyModel, base_id: d
         generated = done[json.dumps(e.id)]["token_ids"]
         if generated:  # the same tokens the sampler read, then the ones it wrote
             pairs.append((tokenizer(prompt, add_special_tokens=False)["input_ids"], generated))
-    result = {"responses": summarize(kl_per_text(base_model, tuned_model, pairs, **kwargs)), "benchmarks": {}}
+    bar = f"drift {method}" if progress else None
+    result = {"responses": summarize(kl_per_text(base_model, tuned_model, pairs, progress=bar, **kwargs)), "benchmarks": {}}
     pooled = []
     if config.eval.benchmarks:
         data_dir = resolve_data_dir(config.data.data_dir)
@@ -166,7 +167,7 @@ def _drift(config, task, workdir: Path, method: str, base: LazyModel, base_id: d
                 gold = item.gold if isinstance(item.gold, int) else item.gold.index(1)  # MC2: the first true answer
                 context, continuation = item.requests()[gold]
                 texts.append(encode_pair(tokenizer, "", context + continuation))  # the whole text, after BOS
-            per_text = kl_per_text(base_model, tuned_model, texts, **kwargs)
+            per_text = kl_per_text(base_model, tuned_model, texts, progress=bar and f"{bar} {name}", **kwargs)
             result["benchmarks"][name] = summarize(per_text)
             pooled += per_text
         result["benchmarks_all"] = summarize(pooled)

@@ -72,6 +72,7 @@ def test_kl_drift_on_strings_scores_the_continuation_tokens(pair):
     assert result["kl"] == pytest.approx(sum(sums) / sum(counts), rel=2e-4)
 
 
+@pytest.mark.fast
 def test_summary_is_the_token_weighted_mean_with_the_ratio_stderr():
     per_text = [(2.0, 4), (1.0, 1), (3.0, 5)]
     out = summarize(per_text)

@@ -9,6 +9,8 @@ import pytest
 from s3ft_jax.evaluation.intervals import mean_stderr, paired_difference, ratio_mean, wilson_interval, within_noise
 from s3ft_jax.report import write_report
 
+pytestmark = pytest.mark.fast  # `make test-fast`
+
 
 def test_mean_stderr_is_the_sample_proportion_stderr_and_the_harness():
     from lm_eval.api.metrics import mean_stderr as harness

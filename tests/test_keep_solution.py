@@ -14,6 +14,8 @@ from tests.test_build import Scripted, make_builder, make_config, script_for
 
 GOLD = "Natalia sold 48/2 = 24 clips in May.\nNatalia sold 48+24 = 72 clips altogether in April and May.\nThe answer is 72."
 
+pytestmark = pytest.mark.fast  # `make test-fast`
+
 
 def test_intermediate_results_are_the_numbers_after_equals_signs():
     assert intermediate_results(GOLD, Fraction(72)) == {Fraction(24)}

@@ -35,6 +35,7 @@ from flax import nnx
 from s3ft_jax.evaluation.intervals import ratio_mean
 from s3ft_jax.evaluation.loglikelihood import DEFAULT_BATCH_TOKENS, _pow2, _rows_for, encode_pair
 from s3ft_jax.models.llama import ForwardSpec, hidden_states, logits_from_hidden, positions_from_mask
+from s3ft_jax.progress import progress_bar
 from s3ft_jax.sampling.sampler import TRACE_COUNTS, batch_multiple, bucket
 from s3ft_jax.sharding import global_to_host, host_to_global
 
@@ -68,10 +69,12 @@ def kl_per_text(
     batch_tokens: int = DEFAULT_BATCH_TOKENS,
     logit_tokens: int = DEFAULT_LOGIT_TOKENS,
     pad_id: int = 0,
+    progress: str | None = None,
 ) -> list[tuple[float, int]]:
     """(sum of per-token KL(base || tuned) over the continuation, its token count) per
     (context ids, continuation ids) pair. Contexts lose tokens from the left beyond
-    `max_length` (default: the model's max_position_embeddings)."""
+    `max_length` (default: the model's max_position_embeddings). `progress` names a progress
+    bar over the texts (none when None)."""
     spec_p, spec_q = base_model.spec, tuned_model.spec
     if spec_p.mesh is not spec_q.mesh and spec_p.mesh != spec_q.mesh:
         raise ValueError("the base and tuned models must be sharded over the same mesh")
@@ -92,6 +95,7 @@ def kl_per_text(
     multiple = batch_multiple(spec_p)
     order = sorted(range(len(rows_in)), key=lambda i: -len(rows_in[i][0]))  # longest first (stable)
     out: list[tuple[float, int]] = [(0.0, 0)] * len(rows_in)
+    bar = progress_bar(len(order), desc=progress or "", unit="text", enabled=progress is not None)
     start = 0
     while start < len(order):
         length = bucket(len(rows_in[order[start]][0]))
@@ -115,6 +119,8 @@ def kl_per_text(
         sums = global_to_host(_kl_batch(params_p, params_q, spec_p, spec_q, width, put(ids), put(mask), put(valid)))
         for row, i in enumerate(members):
             out[i] = (float(sums[row]), rows_in[i][1])
+        bar.update(len(members))
+    bar.close()
     return out
 
 
@@ -136,6 +142,7 @@ def kl_drift(
     max_length: int | None = None,
     batch_tokens: int = DEFAULT_BATCH_TOKENS,
     logit_tokens: int = DEFAULT_LOGIT_TOKENS,
+    progress: str | None = None,
 ) -> dict:
     """Mean per-token KL(base || tuned) over the continuations of (context, continuation)
     strings, tokenized as lm-eval does (`encode_pair`; an empty context scores the whole
@@ -143,7 +150,7 @@ def kl_drift(
     pairs = [encode_pair(tokenizer, context, continuation) for context, continuation in texts]
     pad = getattr(tokenizer, "pad_token_id", None) or 0
     per_text = kl_per_text(base_model, tuned_model, pairs, batch_size=batch_size, max_length=max_length,
-                           batch_tokens=batch_tokens, logit_tokens=logit_tokens, pad_id=pad)
+                           batch_tokens=batch_tokens, logit_tokens=logit_tokens, pad_id=pad, progress=progress)
     return summarize(per_text)
 
 
