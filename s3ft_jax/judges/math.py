@@ -26,7 +26,7 @@ from fractions import Fraction
 
 from s3ft_jax.errors import S3FTError
 
-__all__ = ["extract_answer", "gold_answer", "is_correct", "normalize_gold_solution", "parse_number"]
+__all__ = ["extract_answer", "gold_answer", "is_correct", "normalize_gold_solution", "numbers", "parse_number"]
 
 # One number: optional sign and `$`, then a fraction, a thousands-grouped number, a plain
 # number, or a bare decimal. A minus counts as a sign only when it is not a binary operator
@@ -105,6 +105,11 @@ def parse_number(text: str) -> Fraction | None:
         if value is not None:
             return value
     return None
+
+
+def numbers(text: str) -> list[Fraction]:
+    """Every number in `text`, in order, as exact Fractions (same spellings as answers)."""
+    return [v for v in map(_value, _NUMBER_RE.finditer(_clean(text))) if v is not None]
 
 
 def _last_number(text: str) -> Fraction | None:
