@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from s3ft_jax.judges.math import numbers
+from s3ft_jax.tasks.numbers import numbers
 
 
 def intermediate_results(gold: str, final: Fraction | None = None) -> set[Fraction]:

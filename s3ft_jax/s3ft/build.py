@@ -209,7 +209,7 @@ class Builder:
     def _check_solution(self, row: dict, example: Example) -> None:
         """judge.keep_solution: an accepted paraphrase that dropped the gold's solution is
         rejected (judges/solution.py); `kept_solution` records the check."""
-        from s3ft_jax.judges.math import parse_number
+        from s3ft_jax.tasks.numbers import parse_number
         from s3ft_jax.judges.solution import keeps_solution
 
         numeric = self.task.judge == "numeric"
