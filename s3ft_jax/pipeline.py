@@ -22,7 +22,8 @@ import logging
 import time
 from pathlib import Path
 
-from s3ft_jax.s3ft.build import Builder, LazyModel, build
+from s3ft_jax.loader import LazyModel, load_model_and_tokenizer, load_trained_model
+from s3ft_jax.s3ft.build import Builder, build
 from s3ft_jax.s3ft.stages import Stage, atomic_write_text, file_digest
 
 log = logging.getLogger("s3ft_jax")
@@ -49,7 +50,6 @@ class Timings:
 
 
 def run_pipeline(config, *, progress: bool = True) -> Path:
-    from s3ft_jax.cli import load_model_and_tokenizer
     from s3ft_jax.models.loading import model_fingerprint
     from s3ft_jax.tasks import get_task
 
@@ -80,7 +80,7 @@ def run_pipeline(config, *, progress: bool = True) -> Path:
         if method == "base":
             model, model_id = base, base_id
         else:
-            model = LazyModel(lambda m=method: _load_trained(config, workdir / m))
+            model = LazyModel(lambda m=method: load_trained_model(config, workdir / m))
             model_id = _trained_id(config, workdir / method, base_id)
         with timings.timed(f"eval {method}"):
             _evaluate(config, task, method, workdir / method / "eval", model, model_id, progress)
@@ -193,16 +193,6 @@ def _train(config, method_dir: Path, trained_id: dict) -> None:
     result = train(config, method_dir / "dataset.jsonl", method_dir)
     log.info("trained %s: %d steps, final loss %s", method_dir.name, result.steps, result.final_loss)
     stage.complete(steps=result.steps, final_loss=result.final_loss)
-
-
-def _load_trained(config, method_dir: Path):
-    from s3ft_jax.config import mesh_shape
-    from s3ft_jax.models import load_tokenizer
-    from s3ft_jax.sharding import make_mesh
-    from s3ft_jax.training import load_trained
-
-    model, _ = load_trained(config, method_dir, mesh=make_mesh(mesh_shape(config)))
-    return model, load_tokenizer(config.model.name)
 
 
 def _trained_id(config, method_dir: Path, base_id: dict) -> dict:

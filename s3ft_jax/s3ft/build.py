@@ -24,6 +24,7 @@ from pathlib import Path
 
 from s3ft_jax.errors import ConfigError
 from s3ft_jax.judges.verdict import Judge
+from s3ft_jax.loader import LazyModel
 from s3ft_jax.s3ft.leaks import meta_text_leak
 from s3ft_jax.s3ft.stages import Stage, atomic_write_jsonl, atomic_write_text, fingerprint, resumable_map
 from s3ft_jax.sampling.queue import read_done
@@ -53,18 +54,6 @@ class BuildResult:
     dataset: Path
     stats: dict
     stages: list[StageLog]
-
-
-class LazyModel:
-    """Loads the base model on first use: a rerun whose stages are all done loads nothing."""
-
-    def __init__(self, load: Callable[[], tuple]):
-        self._load, self._value = load, None
-
-    def get(self) -> tuple:
-        if self._value is None:
-            self._value = self._load()
-        return self._value
 
 
 class Builder:
@@ -127,7 +116,7 @@ class Builder:
             model = tokenizer = None
             if self.task.judge == "llm" and j.mode != "heuristic":
                 if j.model:
-                    from s3ft_jax.cli import load_model_and_tokenizer
+                    from s3ft_jax.loader import load_model_and_tokenizer
 
                     model, tokenizer = load_model_and_tokenizer(self.config, j.model)
                 else:
