@@ -1,6 +1,6 @@
 """`s3ft <command> --config=FILE --config.key=value ...`
 
-Each command is a thin function over the library: parse the config, call one function.
+Parse the config, check it (preflight), call the command (commands.py).
 Problems with the user's input end in one line on stderr and exit status 2.
 """
 
@@ -9,9 +9,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import time
 
-from s3ft_jax import hostenv, preflight
+from s3ft_jax import commands, hostenv, preflight
 from s3ft_jax.errors import ConfigError, S3FTError
 
 USAGE = """usage: s3ft COMMAND [--config=FILE[:ARG]] [--config.KEY=VALUE ...]
@@ -141,152 +140,16 @@ def _unknown_key(argv: list[str], error: BaseException) -> str:
     return f"unknown config key {key!r}{hint}"
 
 
-def cmd_config(config) -> None:
-    print(config)
-
-
-def load_model_and_tokenizer(config, name: str | None = None):
-    """The configured model (or `name`) on the configured mesh, and its tokenizer."""
-    from s3ft_jax.config import mesh_shape
-    from s3ft_jax.models import from_pretrained, load_tokenizer
-    from s3ft_jax.sharding import make_mesh
-
-    name = name or config.model.name
-    mesh = make_mesh(mesh_shape(config))
-    model = from_pretrained(name, dtype=config.model.dtype, param_dtype=config.model.param_dtype, mesh=mesh)
-    return model, load_tokenizer(name)
-
-
-def cmd_generate(config) -> None:
-    from pathlib import Path
-
-    from s3ft_jax.config import sampling_kwargs
-    from s3ft_jax.sampling.queue import read_prompts, run_queue
-
-    if not config.generate.input:
-        raise ConfigError("set --config.generate.input to a JSONL of prompts")
-    output = Path(config.generate.output or Path(config.workdir) / "generations.jsonl")
-    model, tokenizer = load_model_and_tokenizer(config)
-    read_prompts(config.generate.input, tokenizer)  # fail on a bad file before any compile
-    report = run_queue(model, tokenizer, config.generate.input, output, **sampling_kwargs(config))
-    print(
-        f"{report.total} prompts: {report.already_done} already done, {report.generated} generated, "
-        f"{report.tokens} tokens in {report.seconds:.1f}s ({report.tokens_per_second:.1f} tok/s) -> {output}"
-    )
-
-
-def cmd_answer(config) -> None:
-    import jax
-
-    from s3ft_jax.config import sampling_kwargs
-    from s3ft_jax.judges.verdict import Judge
-    from s3ft_jax.sampling import generate, render_chat
-    from s3ft_jax.tasks import get_task, load_examples
-
-    task = get_task(config)
-    examples = load_examples(config, task, config.task.split)
-    if not 0 <= config.task.index < len(examples):
-        raise ConfigError(f"task.index {config.task.index} is outside {task.name} {config.task.split} (0..{len(examples) - 1})")
-    example = examples[config.task.index]
-
-    start = time.perf_counter()
-    model, tokenizer = load_model_and_tokenizer(config)
-    loaded = time.perf_counter()
-
-    prompt = render_chat(tokenizer, [{"role": "user", "content": task.prediction_prompt(example)}])
-    (result,) = generate(model, tokenizer, [prompt], **sampling_kwargs(config, task))
-    done = time.perf_counter()
-    judge = Judge(task, mode="heuristic" if task.judge == "llm" else config.judge.mode, code_timeout_s=config.judge.code_timeout_s)
-    (verdict,) = judge([example], [result.text])
-    print(f"model:    {config.model.name} ({model.cfg.architecture}, {config.model.dtype}, {jax.device_count()} {jax.default_backend()} device(s))")
-    print(f"question: {next(iter(example.fields.values()))}")
-    print(f"answer:   {result.text.strip()}")
-    print(f"gold:     {example.reference if task.judge != 'code' else example.gold}")
-    print(f"judged:   {'correct' if verdict.correct else 'incorrect'} ({verdict.detail})")
-    print(f"timing:   load {loaded - start:.1f}s, generate {len(result.token_ids)} tokens ({result.finish_reason}) in {done - loaded:.1f}s (compile included)")
-
-
-def make_builder(config, progress: bool = True):
-    from pathlib import Path
-
-    from s3ft_jax.models.loading import model_fingerprint
-    from s3ft_jax.s3ft.build import Builder, LazyModel
-    from s3ft_jax.tasks import get_task
-
-    task = get_task(config)
-    model = LazyModel(lambda: load_model_and_tokenizer(config))
-    return Builder(config, task, Path(config.workdir) / "build", model=model, model_id=model_fingerprint(config.model.name), progress=progress)
-
-
-def cmd_build(config) -> None:
-    from pathlib import Path
-
-    from s3ft_jax.s3ft.build import build, format_summary
-
-    builder = make_builder(config)
-    out_dir = Path(config.build.output or config.workdir)
-    result = build(config, config.build.method, stage_dir=Path(config.workdir) / "build", out_dir=out_dir, builder=builder)
-    print(format_summary([result], result.stages))
-
-
-def cmd_logprobs(config) -> None:
-    from pathlib import Path
-
-    from s3ft_jax.s3ft.logprobs import target_logprobs
-
-    dataset = Path(config.logprobs.dataset or Path(config.workdir) / "dataset.jsonl")
-    out_dir = Path(config.logprobs.output or config.workdir)
-    model, tokenizer = load_model_and_tokenizer(config)
-    summary = target_logprobs(model, tokenizer, dataset, out_dir, batch_size=config.logprobs.batch_size)
-    means = ", ".join(f"{k} {v['mean']:.2f} (n={v['count']})" for k, v in summary["sources"].items() if v["count"])
-    print(f"mean log p(target | prompt): {means} -> {out_dir / 'logprobs.json'}, {out_dir / 'logprobs.png'}")
-
-
-def cmd_run(config) -> None:
-    from s3ft_jax.pipeline import run_pipeline
-    from s3ft_jax.report import print_tables
-
-    start = time.perf_counter()
-    report = run_pipeline(config)
-    print(print_tables(report.parent, list(config.run.methods)))
-    print(f"\nreport: {report} and {report.with_suffix('.html')} ({time.perf_counter() - start:.0f}s)")
-
-
-def cmd_report(config) -> None:
-    from pathlib import Path
-
-    from s3ft_jax.report import print_tables, write_report
-
-    report = write_report(Path(config.workdir), list(config.run.methods))
-    print(print_tables(report.parent, list(config.run.methods)))
-    print(f"\nreport: {report}")
-
-
-def cmd_train(config) -> None:
-    from s3ft_jax.training import train
-
-    result = train(config)
-    loss = "n/a" if result.final_loss is None else f"{result.final_loss:.4f}"
-    saved = result.adapter_path or result.checkpoint_dir
-    print(f"{result.method} fine-tuning: {result.steps} steps, final loss {loss}; metrics {result.metrics_path}; weights {saved}")
-
-
-def cmd_export(config) -> None:
-    from s3ft_jax.training import export_hf
-
-    print(f"exported to {export_hf(config)}")
-
-
 COMMANDS = {
-    "answer": cmd_answer,
-    "train": cmd_train,
-    "export": cmd_export,
-    "report": cmd_report,
-    "run": cmd_run,
-    "build": cmd_build,
-    "config": cmd_config,
-    "generate": cmd_generate,
-    "logprobs": cmd_logprobs,
+    "answer": commands.answer,
+    "train": commands.train,
+    "export": commands.export,
+    "report": commands.report,
+    "run": commands.run,
+    "build": commands.build,
+    "config": commands.config,
+    "generate": commands.generate,
+    "logprobs": commands.logprobs,
 }
 
 

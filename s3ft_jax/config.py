@@ -76,6 +76,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.judge.max_new_tokens = 8
     c.judge.code_timeout_s = 10.0
     c.judge.code_workers = 0  # 0: one per CPU core
+    # Paraphrases must keep the gold's solution, not only its final answer (judges/solution.py):
+    # at least keep_solution_fraction of its intermediate results (GSM8K) or of its length.
+    c.judge.keep_solution = False  # off, as in the paper
+    c.judge.keep_solution_fraction = 0.5
 
     # `s3ft build`: Algorithm 1. Stage files go to <workdir>/build, D' to build.output.
     c.build = ml_collections.ConfigDict()
@@ -93,6 +97,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.benchmark_limit = 0  # first N questions of each benchmark (0: all)
     c.eval.mmlu_per_subject = 0  # > 0: a stratified MMLU subset, the first k questions per subject
     c.eval.batch_size = 16
+    # Drift of each fine-tuned model from the base: mean per-token KL(base || tuned) on the
+    # base's own test responses and on the benchmarks' texts (<method>/eval/drift.json).
+    c.eval.drift = True
+    c.eval.drift_logit_tokens = 2048  # positions per batch whose full log-softmax is kept (memory)
 
     # `s3ft logprobs`: log p(target | prompt) of a built set's gold/paraphrase/own targets.
     c.logprobs = ml_collections.ConfigDict()
@@ -186,12 +194,16 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         raise ConfigError(f"run.methods takes base, sft, sdft, s3ft; got {tuple(config.run.methods)!r}")
     if config.eval.limit < 0 or config.eval.benchmark_limit < 0 or config.eval.mmlu_per_subject < 0 or config.eval.batch_size <= 0:
         raise ConfigError("eval.limit, eval.benchmark_limit and eval.mmlu_per_subject must be >= 0, eval.batch_size > 0")
+    if config.eval.drift_logit_tokens <= 0:
+        raise ConfigError(f"eval.drift_logit_tokens must be positive, got {config.eval.drift_logit_tokens}")
     if config.build.method not in ("s3ft", "sdft", "sft"):
         raise ConfigError(f"build.method must be s3ft, sdft or sft, got {config.build.method!r}")
     if config.judge.mode not in ("llm", "heuristic", "llm_or_heuristic"):
         raise ConfigError(f"judge.mode must be llm, heuristic or llm_or_heuristic, got {config.judge.mode!r}")
     if config.judge.code_timeout_s <= 0 or config.judge.max_new_tokens <= 0 or config.judge.code_workers < 0:
         raise ConfigError("judge.code_timeout_s and judge.max_new_tokens must be positive, judge.code_workers >= 0")
+    if not 0 < config.judge.keep_solution_fraction <= 1:
+        raise ConfigError(f"judge.keep_solution_fraction must be in (0, 1], got {config.judge.keep_solution_fraction}")
     if sampling.temperature < 0:
         raise ConfigError(f"sampling.temperature must be >= 0, got {sampling.temperature}")
     if not 0 < sampling.top_p <= 1:

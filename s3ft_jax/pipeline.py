@@ -3,7 +3,9 @@
     <workdir>/build/            Algorithm 1's shared stage files (predictions, paraphrases, verdicts)
     <workdir>/<method>/         dataset.jsonl + stats.json (D'), train/ (checkpoints, metrics),
                                 eval/ (in-domain predictions and verdicts, benchmark scores)
-    <workdir>/logprobs.*        Figure 2 for the s3ft D'
+    <workdir>/logprobs.*        Figure 2 for the s3ft D' (sdft's in <workdir>/sdft/logprobs.*);
+                                D' target lengths and per-token log p also go into stats.json
+    <workdir>/<method>/eval/drift.json   mean per-token KL(base || method) on held-out text
     <workdir>/report.{md,html}  tables and plots
 
 `base` is the untouched model; `sft`, `sdft` and `s3ft` differ only in their D', and train and
@@ -21,7 +23,8 @@ import time
 from pathlib import Path
 
 from s3ft_jax import distributed
-from s3ft_jax.s3ft.build import Builder, LazyModel, build
+from s3ft_jax.loader import LazyModel, load_model_and_tokenizer, load_trained_model
+from s3ft_jax.s3ft.build import Builder, build
 from s3ft_jax.s3ft.stages import Stage, atomic_write_text, file_digest
 
 log = logging.getLogger("s3ft_jax")
@@ -48,7 +51,6 @@ class Timings:
 
 
 def run_pipeline(config, *, progress: bool = True) -> Path:
-    from s3ft_jax.cli import load_model_and_tokenizer
     from s3ft_jax.models.loading import model_fingerprint
     from s3ft_jax.tasks import get_task
 
@@ -67,9 +69,10 @@ def run_pipeline(config, *, progress: bool = True) -> Path:
         with timings.timed(f"build {method}"):
             build(config, method, stage_dir=workdir / "build", out_dir=workdir / method, builder=builder)
 
-    if "s3ft" in methods:
-        with timings.timed("logprobs"):
-            _logprobs(config, workdir, base, base_id)
+    for method in (m for m in ("sdft", "s3ft") if m in methods):
+        with timings.timed(f"logprobs {method}"):
+            # s3ft's at the top of the run directory, where `s3ft logprobs` puts Figure 2.
+            _logprobs(config, workdir / method, workdir if method == "s3ft" else workdir / method, base, base_id)
 
     for method in (m for m in methods if m in TRAINED):
         with timings.timed(f"train {method}"):
@@ -79,10 +82,13 @@ def run_pipeline(config, *, progress: bool = True) -> Path:
         if method == "base":
             model, model_id = base, base_id
         else:
-            model = LazyModel(lambda m=method: _load_trained(config, workdir / m))
+            model = LazyModel(lambda m=method: load_trained_model(config, workdir / m))
             model_id = _trained_id(config, workdir / method, base_id)
         with timings.timed(f"eval {method}"):
             _evaluate(config, task, method, workdir / method / "eval", model, model_id, progress)
+        if method != "base" and config.eval.drift:
+            with timings.timed(f"drift {method}"):
+                _drift(config, task, workdir, method, base, base_id, model, model_id, progress)
         if method != "base":
             del model  # one fine-tuned model in memory at a time
 
@@ -101,16 +107,75 @@ def _merge_timings(workdir: Path, new: dict) -> dict:
     return {k: round(old.get(k, 0.0) + new.get(k, 0.0), 1) for k in dict.fromkeys([*old, *new])}
 
 
-def _logprobs(config, workdir: Path, base: LazyModel, base_id: dict) -> None:
+def _logprobs(config, method_dir: Path, out_dir: Path, base: LazyModel, base_id: dict) -> None:
+    """log p(target | prompt) of a D' under the base model; the D' targets' mean length and
+    per-token log p then also go into the method's stats.json (rewritten by every build)."""
     from s3ft_jax.s3ft.logprobs import target_logprobs
 
-    dataset = workdir / "s3ft" / "dataset.jsonl"
-    stage = Stage(workdir, "logprobs", {"dataset": file_digest(dataset), "model": base_id})
+    dataset = method_dir / "dataset.jsonl"
+    stage = Stage(out_dir, "logprobs", {"dataset": file_digest(dataset), "model": base_id})
+    if stage.open() != "done":
+        model, tokenizer = base.get()
+        summary = target_logprobs(model, tokenizer, dataset, out_dir, batch_size=config.logprobs.batch_size)
+        stage.complete(**{k: v["mean"] for k, v in summary["sources"].items()})
+    summary = json.loads((out_dir / "logprobs.json").read_text())
+    stats = json.loads((method_dir / "stats.json").read_text())
+    stats["targets"] = summary.get("targets")
+    atomic_write_text(method_dir / "stats.json", json.dumps(stats, indent=1) + "\n")
+
+
+def _drift(config, task, workdir: Path, method: str, base: LazyModel, base_id: dict, tuned: LazyModel,
+           tuned_id: dict, progress: bool) -> None:
+    """Mean per-token KL(base || tuned) on (a) the base model's greedy responses to the test
+    prompts (the base evaluation's predictions, generated here only if that is missing) and
+    (b) each generalization benchmark's prompts with their gold continuations."""
+    from s3ft_jax.evaluation.benchmarks import load_task
+    from s3ft_jax.evaluation.drift import kl_per_text, summarize
+    from s3ft_jax.evaluation.loglikelihood import encode_pair
+    from s3ft_jax.sampling.chat import render_chat
+    from s3ft_jax.sampling.queue import read_done
+    from s3ft_jax.tasks.data import resolve_data_dir
+
+    base_eval = Builder(config, task, workdir / "base" / "eval", model=base, model_id=base_id, progress=progress,
+                        split=config.task.test_split, limit=config.eval.limit)
+    base_eval.predictions()
+    responses = workdir / "base" / "eval" / "predict.jsonl"
+    limit = config.eval.benchmark_limit or None
+    per_subject = config.eval.mmlu_per_subject or None
+    eval_dir = workdir / method / "eval"
+    stage = Stage(eval_dir, "drift", {"base": base_id, "tuned": tuned_id, "responses": file_digest(responses),
+                                      "benchmarks": list(config.eval.benchmarks), "limit": limit, "mmlu_per_subject": per_subject,
+                                      "logit_tokens": config.eval.drift_logit_tokens})
     if stage.open() == "done":
         return
-    model, tokenizer = base.get()
-    summary = target_logprobs(model, tokenizer, dataset, workdir, batch_size=config.logprobs.batch_size)
-    stage.complete(**{k: v["mean"] for k, v in summary["sources"].items()})
+    (base_model, tokenizer), (tuned_model, _) = base.get(), tuned.get()
+    kwargs = dict(batch_size=config.eval.batch_size, logit_tokens=config.eval.drift_logit_tokens, pad_id=tokenizer.pad_token_id or 0)
+    done = read_done(responses)
+    pairs = []
+    for e in base_eval.examples():
+        prompt = render_chat(tokenizer, [{"role": "user", "content": task.prediction_prompt(e)}])
+        generated = done[json.dumps(e.id)]["token_ids"]
+        if generated:  # the same tokens the sampler read, then the ones it wrote
+            pairs.append((tokenizer(prompt, add_special_tokens=False)["input_ids"], generated))
+    bar = f"drift {method}" if progress else None
+    result = {"responses": summarize(kl_per_text(base_model, tuned_model, pairs, progress=bar, **kwargs)), "benchmarks": {}}
+    pooled = []
+    if config.eval.benchmarks:
+        data_dir = resolve_data_dir(config.data.data_dir)
+        for name in config.eval.benchmarks:
+            items = load_task(data_dir, name, limit=limit, mmlu_per_subject=per_subject if name.startswith("mmlu") else None)
+            texts = []
+            for item in items:
+                gold = item.gold if isinstance(item.gold, int) else item.gold.index(1)  # MC2: the first true answer
+                context, continuation = item.requests()[gold]
+                texts.append(encode_pair(tokenizer, "", context + continuation))  # the whole text, after BOS
+            per_text = kl_per_text(base_model, tuned_model, texts, progress=bar and f"{bar} {name}", **kwargs)
+            result["benchmarks"][name] = summarize(per_text)
+            pooled += per_text
+        result["benchmarks_all"] = summarize(pooled)
+    atomic_write_text(stage.path("json"), json.dumps(result, indent=1) + "\n")
+    stage.complete(responses=result["responses"]["kl"], benchmarks=result.get("benchmarks_all", {}).get("kl"))
+    log.info("drift %s: KL(base || %s) per token %.4g on base responses", method, method, result["responses"]["kl"] or 0.0)
 
 
 def _train(config, method_dir: Path, trained_id: dict) -> None:
@@ -139,16 +204,6 @@ def _exists_everywhere(path: Path) -> bool:
     exists = path.exists()
     distributed.sync(f"checked {path.name}")
     return exists
-
-
-def _load_trained(config, method_dir: Path):
-    from s3ft_jax.config import mesh_shape
-    from s3ft_jax.models import load_tokenizer
-    from s3ft_jax.sharding import make_mesh
-    from s3ft_jax.training import load_trained
-
-    model, _ = load_trained(config, method_dir, mesh=make_mesh(mesh_shape(config)))
-    return model, load_tokenizer(config.model.name)
 
 
 def _trained_id(config, method_dir: Path, base_id: dict) -> dict:

@@ -1,7 +1,11 @@
-"""The run report: D' mix, in-domain accuracy, generalization and its drop from base, plots.
+"""The run report: D' mix, in-domain accuracy, generalization and its drop from base, drift
+from base, plots.
 
-Reads only files in the run directory, so it can be regenerated at any time
-(`s3ft report --config.workdir=...`) and never needs a model.
+Every accuracy carries its standard error (lm-eval's `mean_stderr`) and every change from base
+a paired 95% interval over the questions both models answered (evaluation/intervals.py); the
+notes under a table say in words which changes are within noise. Reads only files in the run
+directory, so it can be regenerated at any time (`s3ft report --config.workdir=...`) and never
+needs a model.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import json
 from pathlib import Path
 
 from s3ft_jax import distributed
+from s3ft_jax.evaluation.intervals import Z95, mean_stderr, paired_difference, wilson_interval, within_noise
 from s3ft_jax.s3ft.stages import atomic_write_text
 
 # The benchmark's headline metric, as papers and the Open LLM Leaderboard report them.
@@ -26,7 +31,8 @@ def _read(path: Path):
 
 
 def collect(workdir: Path, methods: list[str]) -> dict:
-    data = {"methods": methods, "mix": {}, "indomain": {}, "generalization": {}, "loss": {}, "timings": _read(workdir / "timings.json") or {}}
+    data = {"methods": methods, "mix": {}, "indomain": {}, "generalization": {}, "loss": {}, "drift": {}, "questions": {},
+            "timings": _read(workdir / "timings.json") or {}}
     for m in methods:
         if (stats := _read(workdir / m / "stats.json")) is not None:
             data["mix"][m] = stats
@@ -34,6 +40,9 @@ def collect(workdir: Path, methods: list[str]) -> dict:
             data["indomain"][m] = ind
         if (gen := _read(workdir / m / "eval" / "generalization.json")) is not None:
             data["generalization"][m] = gen
+        if (drift := _read(workdir / m / "eval" / "drift.json")) is not None:
+            data["drift"][m] = drift
+        data["questions"][m] = _per_question(workdir / m / "eval", gen or {}, (ind or {}).get("examples"))
         metrics = workdir / m / "train" / "metrics.jsonl"
         if metrics.is_file():
             rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
@@ -43,28 +52,122 @@ def collect(workdir: Path, methods: list[str]) -> dict:
     return data
 
 
+def _jsonl(path: Path) -> list[dict]:
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except (FileNotFoundError, json.JSONDecodeError):
+        return []
+
+
+def _per_question(eval_dir: Path, generalization: dict, examples: int | None) -> dict[str, dict]:
+    """{"indomain" or benchmark: {question id: score}}: what paired intervals pair up. The
+    verdict file lists this evaluation's questions first, then any kept from a run with a
+    larger eval.limit: only the first `examples` count."""
+    verdicts = _jsonl(eval_dir / "judge_predict.jsonl")[: examples or 0]
+    out = {"indomain": {r["id"]: float(r["correct"]) for r in verdicts}}
+    for name in generalization:
+        key = HEADLINE.get(name, "acc")
+        out[name] = {str(r["id"]): float(r.get(key, r.get("acc"))) for r in _jsonl(eval_dir / "records" / f"{name}.jsonl")}
+    return out
+
+
+def _paired(data: dict, method: str, name: str, sign: int) -> dict | None:
+    """sign * (method - base) in points over the questions both answered, with its interval."""
+    base, other = data["questions"].get("base", {}).get(name), data["questions"].get(method, {}).get(name)
+    common = [q for q in (base or {}) if q in (other or {})]
+    if not common:
+        return None
+    a, b = ([other[q] for q in common], [base[q] for q in common]) if sign > 0 else ([base[q] for q in common], [other[q] for q in common])
+    return paired_difference([100 * x for x in a], [100 * x for x in b])
+
+
+def _pm(value: float | None, stderr: float | None, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.{digits}f}" + ("" if stderr is None else f" ± {stderr:.{digits}f}")
+
+
+def _sci(value: float | None, stderr: float | None) -> str:
+    """Three significant digits: drift after a few LoRA steps can be 1e-5 nats per token."""
+    if value is None:
+        return "-"
+    return f"{value:.3g}" + ("" if stderr is None else f" ± {stderr:.2g}")
+
+
+def _interval(d: dict | None) -> str:
+    if d is None:
+        return "-"
+    if d["low"] is None:
+        return f"{d['diff']:+.1f}"
+    return f"{d['diff']:+.1f} [{d['low']:+.1f}, {d['high']:+.1f}]"
+
+
 def _score(metrics: dict, name: str) -> float | None:
     key = HEADLINE.get(name, "acc")
     value = metrics.get(key, metrics.get("acc"))
     return None if value is None else 100 * value
 
 
+def _stderr(metrics: dict, name: str) -> float | None:
+    key = HEADLINE.get(name, "acc")
+    value = metrics.get(f"{key}_stderr", metrics.get("acc_stderr"))
+    return None if value is None else 100 * value
+
+
+def _drop(data: dict, method: str, name: str) -> dict | None:
+    """Drop from base on one benchmark (positive = worse): paired over its questions when the
+    per-question records are there, else the difference of the two scores alone."""
+    paired = _paired(data, method, name, sign=-1)
+    if paired is not None:
+        return paired
+    base, gen = data["generalization"].get("base", {}), data["generalization"].get(method, {})
+    if name in base and name in gen and _score(base[name], name) is not None and _score(gen[name], name) is not None:
+        return {"diff": _score(base[name], name) - _score(gen[name], name), "stderr": None, "low": None, "high": None}
+    return None
+
+
+def _average(drops: list[dict]) -> dict | None:
+    """Mean drop over benchmarks; disjoint question sets, so the variances add."""
+    if not drops:
+        return None
+    mean = sum(d["diff"] for d in drops) / len(drops)
+    if any(d["stderr"] is None for d in drops):
+        return {"diff": mean, "stderr": None, "low": None, "high": None}
+    se = sum(d["stderr"] ** 2 for d in drops) ** 0.5 / len(drops)
+    return {"diff": mean, "stderr": se, "low": mean - Z95 * se, "high": mean + Z95 * se}
+
+
 def tables(data: dict) -> dict[str, list[list[str]]]:
     methods = data["methods"]
     out = {}
     if data["mix"]:
-        rows = [["method", "examples", "own", "paraphrase", "gold"]]
+        rows = [["method", "examples", "own", "paraphrase", "gold", "paraphrases dropping the solution"]]
         for m, s in data["mix"].items():
-            rows.append([m, str(s["examples"]), *(f"{s['counts'][k]} ({100 * s['share'][k]:.1f}%)" for k in SOURCES)])
+            rows.append([m, str(s["examples"]), *(f"{s['counts'][k]} ({100 * s['share'][k]:.1f}%)" for k in SOURCES),
+                         str(s.get("paraphrase_dropped_solution", "-"))])
         out["Training targets (D' mix)"] = rows
+        quality = [["method", "target", "examples", "mean tokens", "mean log p", "mean log p per token"]]
+        for m, s in data["mix"].items():
+            for k in SOURCES:
+                t = (s.get("targets") or {}).get(k) or {}
+                if t.get("count"):
+                    quality.append([m, k, str(t["count"]), f"{t['mean_tokens']:.1f}", _fmt(t["mean"]), f"{t['mean_per_token']:.3f}"])
+        if len(quality) > 1:
+            out["Training targets: length and log p under the base model"] = quality
     if data["indomain"]:
         first = next(iter(data["indomain"].values()))
         extra = [k for k in ("exact_match", "f1") if k in first]
-        rows = [["method", "task", "examples", "accuracy", *extra]]
+        rows = [["method", "task", "examples", "accuracy ± stderr", "95% interval", "change from base [95%]", *extra]]
         for m in methods:
             if m in data["indomain"]:
                 d = data["indomain"][m]
-                rows.append([m, d["task"], str(d["examples"]), f"{100 * d['accuracy']:.1f}", *(f"{100 * d[k]:.1f}" for k in extra)])
+                n, acc = d["examples"], d["accuracy"]
+                lo, hi = wilson_interval(acc * n, n) or (None, None)
+                se = mean_stderr([1.0] * round(acc * n) + [0.0] * (n - round(acc * n)))
+                change = _interval(_paired(data, m, "indomain", sign=1)) if m != "base" else ""
+                rows.append([m, d["task"], str(n), _pm(100 * acc, None if se is None else 100 * se),
+                             f"{100 * lo:.1f}-{100 * hi:.1f}" if lo is not None else "-", change,
+                             *(f"{100 * d[k]:.1f}" for k in extra)])
         out["In-domain accuracy (%)"] = rows
     if data["generalization"]:
         names = list(next(iter(data["generalization"].values())))
@@ -77,26 +180,73 @@ def tables(data: dict) -> dict[str, list[list[str]]]:
             if gen is None:
                 continue
             scores = [_score(gen[n], n) if n in gen else None for n in names]
-            valid = [s for s in scores if s is not None]
-            rows.append([m, *(_fmt(s) for s in scores), _fmt(sum(valid) / len(valid) if valid else None)])
+            valid = [x for x in scores if x is not None]
+            rows.append([m, *(_pm(x, _stderr(gen[n], n) if n in gen else None) for x, n in zip(scores, names)),
+                         _fmt(sum(valid) / len(valid) if valid else None)])
             if base is not None and m != "base":
-                d = [None if s is None or n not in base else _score(base[n], n) - s for s, n in zip(scores, names)]
-                dv = [x for x in d if x is not None]
-                drops.append([m, *(_fmt(x) for x in d), _fmt(sum(dv) / len(dv) if dv else None)])
-        out["Generalization (%)"] = rows
+                d = [_drop(data, m, n) for n in names]
+                drops.append([m, *(_interval(x) for x in d), _interval(_average([x for x in d if x is not None]))])
+        out["Generalization (%) ± stderr"] = rows
         if len(drops) > 1:
-            out["Drop from base (points; positive = worse than base)"] = drops
+            out["Drop from base (points [paired 95% interval]; positive = worse than base)"] = drops
+    if data["drift"]:
+        names = list(next(iter(data["drift"].values())).get("benchmarks", {}))
+        rows = [["method", "base's test responses", *names, "all benchmarks"]]
+        for m in methods:
+            if m in data["drift"]:
+                d = data["drift"][m]
+                cells = [d.get("responses"), *(d["benchmarks"].get(n) for n in names), d.get("benchmarks_all")]
+                rows.append([m, *(_sci(c and c["kl"], c and c["stderr"]) for c in cells)])
+        out["Drift from base: mean per-token KL(base || method), nats ± stderr"] = rows
     if data.get("logprobs"):
-        rows = [["target", "examples", "mean log p", "median", "mean per token"]]
+        rows = [["target", "examples", "mean log p", "median", "mean per token", "mean tokens"]]
         for k in SOURCES:
             s = data["logprobs"].get(k) or {}
             if s.get("count"):
-                rows.append([k, str(s["count"]), _fmt(s["mean"]), _fmt(s["median"]), f"{s['mean_per_token']:.3f}"])
+                tokens = s.get("mean_tokens")
+                rows.append([k, str(s["count"]), _fmt(s["mean"]), _fmt(s["median"]), f"{s['mean_per_token']:.3f}",
+                             "-" if tokens is None else f"{tokens:.1f}"])
         out["log p(target | prompt) under the base model"] = rows
     if data["timings"]:
         rows = [["stage", "seconds"]] + [[k, f"{v:.1f}"] for k, v in data["timings"].items()]
         rows.append(["total", f"{sum(data['timings'].values()):.1f}"])
         out["Wall time per stage"] = rows
+    return out
+
+
+def notes(data: dict) -> dict[str, list[str]]:
+    """Sentences under the tables: which changes from base are within noise."""
+    out: dict[str, list[str]] = {}
+    methods = [m for m in data["methods"] if m != "base"]
+    lines = []
+    for m in methods:
+        d = _paired(data, m, "indomain", sign=1)
+        if d is not None:
+            verdict = "within noise (the 95% interval includes 0)" if within_noise(d["low"], d["high"]) else (
+                "a real gain" if d["diff"] > 0 else "a real loss") + " (the 95% interval excludes 0)"
+            lines.append(f"{m}: {d['diff']:+.1f} points against base on the same {d['n']} questions, {verdict}.")
+    if lines:
+        out["In-domain accuracy (%)"] = lines
+    lines = []
+    names = list(data["generalization"].get("base", {}))
+    for m in methods:
+        if m not in data["generalization"]:
+            continue
+        drops = {n: _drop(data, m, n) for n in names}
+        real = [f"{n} ({d['diff']:+.1f})" for n, d in drops.items() if d is not None and not within_noise(d["low"], d["high"])]
+        avg = _average([d for d in drops.values() if d is not None])
+        if real:
+            lines.append(f"{m}: drops outside noise on {', '.join(real)}; every other drop is within noise.")
+        else:
+            lines.append(f"{m}: every drop from base is within noise (each 95% interval includes 0).")
+        if avg is not None and avg["low"] is not None:
+            lines[-1] += f" Average drop {_interval(avg)}" + (", within noise." if within_noise(avg["low"], avg["high"]) else ".")
+    if lines:
+        out["Drop from base (points [paired 95% interval]; positive = worse than base)"] = lines
+    if data["drift"]:
+        out["Drift from base: mean per-token KL(base || method), nats ± stderr"] = [
+            "KL(base || method) per token: how much more the fine-tuned model is surprised by what the base model "
+            "would say. 0 means unchanged; the paper's claim is that s3ft stays closer to base than sft."]
     return out
 
 
@@ -135,8 +285,11 @@ def plots(data: dict, workdir: Path) -> list[str]:
     if data["indomain"]:
         methods = [m for m in data["methods"] if m in data["indomain"]]
         fig, ax = plt.subplots(figsize=(5, 3.2), dpi=120)
-        ax.bar(methods, [100 * data["indomain"][m]["accuracy"] for m in methods], color="tab:blue")
-        ax.set_ylabel("in-domain accuracy (%)")
+        accs = [100 * data["indomain"][m]["accuracy"] for m in methods]
+        bounds = [wilson_interval(data["indomain"][m]["accuracy"] * data["indomain"][m]["examples"], data["indomain"][m]["examples"]) for m in methods]
+        yerr = [[a - 100 * lo for a, (lo, _) in zip(accs, bounds)], [100 * hi - a for a, (_, hi) in zip(accs, bounds)]]
+        ax.bar(methods, accs, color="tab:blue", yerr=yerr, capsize=3)
+        ax.set_ylabel("in-domain accuracy (%, 95% interval)")
         save(fig, "accuracy.png")
     base = data["generalization"].get("base")
     others = [m for m in data["methods"] if m != "base" and m in data["generalization"]]
@@ -145,13 +298,26 @@ def plots(data: dict, workdir: Path) -> list[str]:
         fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(names)), 3.4), dpi=120)
         width = 0.8 / len(others)
         for i, m in enumerate(others):
-            drops = [(_score(base[n], n) - _score(data["generalization"][m][n], n)) if n in data["generalization"][m] else 0 for n in names]
-            ax.bar([x + i * width for x in range(len(names))], drops, width, label=m)
+            drops = [_drop(data, m, n) for n in names]
+            half = [Z95 * d["stderr"] if d and d["stderr"] is not None else 0 for d in drops]
+            ax.bar([x + i * width for x in range(len(names))], [d["diff"] if d else 0 for d in drops], width, label=m, yerr=half, capsize=2)
         ax.set_xticks([x + width * (len(others) - 1) / 2 for x in range(len(names))], names, rotation=30, ha="right", fontsize=8)
         ax.axhline(0, color="black", lw=0.6)
-        ax.set_ylabel("drop from base (points)")
+        ax.set_ylabel("drop from base (points, 95%)")
         ax.legend(frameon=False, fontsize=8)
         save(fig, "generalization_drop.png")
+    drifted = [m for m in data["methods"] if m in data["drift"]]
+    if drifted:
+        kinds = [("responses", "base's test responses"), ("benchmarks_all", "benchmark texts")]
+        fig, ax = plt.subplots(figsize=(5, 3.2), dpi=120)
+        for i, (key, label) in enumerate(kinds):
+            cells = [data["drift"][m].get(key) or {} for m in drifted]
+            ax.bar([x + 0.4 * i for x in range(len(drifted))], [c.get("kl") or 0 for c in cells], 0.4, label=label,
+                   yerr=[Z95 * (c.get("stderr") or 0) for c in cells], capsize=3)
+        ax.set_xticks([x + 0.2 for x in range(len(drifted))], drifted)
+        ax.set_ylabel("KL(base || method) per token (nats)")
+        ax.legend(frameon=False, fontsize=8)
+        save(fig, "drift.png")
     if data["loss"]:
         fig, ax = plt.subplots(figsize=(5, 3.2), dpi=120)
         for m, points in data["loss"].items():
@@ -172,8 +338,10 @@ def write_report(workdir: Path, methods: list[str]) -> Path:
     named = tables(data)
     images = plots(data, workdir)
     md = ["# S3FT run report", "", f"Run directory: `{workdir}`", ""]
+    remarks = notes(data)
     for title, rows in named.items():
         md += [f"## {title}", "", markdown_table(rows), ""]
+        md += [f"{line}\n" for line in remarks.get(title, [])]
     for image in images:
         md += [f"![{image}]({image})", ""]
     atomic_write_text(workdir / "report.md", "\n".join(md))
@@ -182,6 +350,7 @@ def write_report(workdir: Path, methods: list[str]) -> Path:
         head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
         cells = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
         body.append(f"<h2>{html.escape(title)}</h2><table><tr>{head}</tr>{cells}</table>")
+        body += [f"<p>{html.escape(line)}</p>" for line in remarks.get(title, [])]
     body += [f'<p><img src="{html.escape(i)}" alt="{html.escape(i)}"></p>' for i in images]
     style = "body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
     atomic_write_text(workdir / "report.html", f"<!doctype html><html><head><meta charset='utf-8'><title>S3FT report</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n")
@@ -189,5 +358,6 @@ def write_report(workdir: Path, methods: list[str]) -> Path:
 
 
 def print_tables(workdir: Path, methods: list[str]) -> str:
-    named = tables(collect(Path(workdir), methods))
-    return "\n\n".join(f"{title}\n{text_table(rows)}" for title, rows in named.items())
+    data = collect(Path(workdir), methods)
+    named, remarks = tables(data), notes(data)
+    return "\n\n".join("\n".join([title, text_table(rows), *remarks.get(title, [])]) for title, rows in named.items())

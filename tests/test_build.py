@@ -13,7 +13,8 @@ import pytest
 from s3ft_jax import cli
 from s3ft_jax.config import base_config
 from s3ft_jax.judges.verdict import Judge
-from s3ft_jax.s3ft.build import Builder, LazyModel, build
+from s3ft_jax.loader import LazyModel
+from s3ft_jax.s3ft.build import Builder, build
 from s3ft_jax.s3ft.leaks import meta_text_leak
 from s3ft_jax.tasks import get_task
 from s3ft_jax.tasks.base import Example

@@ -6,7 +6,8 @@ import time
 import pytest
 
 from s3ft_jax.errors import S3FTError
-from s3ft_jax.judges.math import extract_answer, gold_answer, is_correct, normalize_gold_solution
+from s3ft_jax.judges.math import extract_answer, is_correct
+from s3ft_jax.tasks.gsm8k import gold_answer, normalize_gold_solution
 from tests.conftest import shared_data_dir
 
 pytestmark = pytest.mark.fast  # `make test-fast`

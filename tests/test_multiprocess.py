@@ -91,7 +91,7 @@ def _run_args(model, workdir):
         "run", f"--config.model.name={model}", f"--config.workdir={workdir}", f"--config.data.data_dir={shared_data_dir()}",
         "--config.run.methods=('s3ft',)", "--config.task.limit=4", "--config.eval.limit=2",
         "--config.sampling.max_new_tokens=6", "--config.sampling.batch_size=4", "--config.eval.benchmarks=('boolq',)",
-        "--config.eval.benchmark_limit=2", "--config.train.max_steps=2", "--config.train.batch_size=2",
+        "--config.eval.benchmark_limit=2", "--config.eval.drift=False", "--config.train.max_steps=2", "--config.train.batch_size=2",
         "--config.train.progress=False",
     ]  # fmt: skip
 

@@ -33,14 +33,25 @@ def test_run_all_methods_then_rerun_is_a_no_op(embedded_home, tmp_path, capsys):
         assert indomain["examples"] == 3 and 0 <= indomain["accuracy"] <= 1
         generalization = json.loads((workdir / method / "eval" / "generalization.json").read_text())
         assert set(generalization) == {"arc_easy", "boolq"} and generalization["boolq"]["n"] == 2
+    for method in ("sft", "sdft", "s3ft"):
+        drift = json.loads((workdir / method / "eval" / "drift.json").read_text())
+        assert drift["responses"]["texts"] == 3 and drift["responses"]["kl"] >= 0
+        assert set(drift["benchmarks"]) == {"arc_easy", "boolq"} and drift["benchmarks_all"]["texts"] == 4
+    for method in ("sdft", "s3ft"):  # D' targets: length and per-token log p by source
+        targets = json.loads((workdir / method / "stats.json").read_text())["targets"]
+        counts = json.loads((workdir / method / "stats.json").read_text())["counts"]
+        assert {k: v["count"] for k, v in targets.items()} == counts
+        assert all(v["mean_tokens"] > 0 and v["mean_per_token"] < 0 for v in targets.values() if v["count"])
     report = (workdir / "report.md").read_text()
-    for image in ("accuracy.png", "generalization_drop.png", "loss.png", "logprobs.png"):
+    assert "Drift from base" in report and " ± " in report and "within noise" in report
+    for image in ("accuracy.png", "generalization_drop.png", "loss.png", "logprobs.png", "drift.png"):
         assert (workdir / image).stat().st_size > 1000 and image in report
     assert "<table>" in (workdir / "report.html").read_text()
 
     # A rerun finds every stage done: nothing is generated, trained or scored again.
     watched = [workdir / "build" / "predict.jsonl", workdir / "s3ft" / "train" / "metrics.jsonl",
-               workdir / "base" / "eval" / "predict.jsonl", workdir / "sdft" / "eval" / "bench_boolq.json"]
+               workdir / "base" / "eval" / "predict.jsonl", workdir / "sdft" / "eval" / "bench_boolq.json",
+               workdir / "s3ft" / "eval" / "drift.json"]
     before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in watched}
     assert cli.main(args) == 0
     assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in watched} == before

@@ -17,6 +17,7 @@ _EXPORTS = {
     "score_tokens": "loglikelihood",
     "evaluate_mc": "scoring",
     "run_generalization": "scoring",
+    "kl_drift": "drift",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -28,6 +28,7 @@ import numpy as np
 from flax import nnx
 
 from s3ft_jax.evaluation.benchmarks import MMLU_SUBJECT_CATEGORY, TASKS, MCItem, load_task
+from s3ft_jax.evaluation.intervals import mean_stderr
 from s3ft_jax.evaluation.loglikelihood import DEFAULT_BATCH_TOKENS, loglikelihoods
 
 log = logging.getLogger("s3ft_jax")
@@ -69,15 +70,6 @@ def score_item(item: MCItem, results: Sequence[tuple[float, bool]]) -> dict:
     pred, pred_norm = int(np.argmax(lls)), int(np.argmax(lls / lengths))
     record.update(pred=pred, pred_norm=pred_norm, acc=float(pred == item.gold), acc_norm=float(pred_norm == item.gold))
     return record
-
-
-def mean_stderr(values: Sequence[float]) -> float | None:
-    """lm-eval's `mean_stderr`: sample standard deviation (n - 1) over sqrt(n)."""
-    n = len(values)
-    if n < 2:
-        return None
-    mu = sum(values) / n
-    return math.sqrt(sum((x - mu) ** 2 for x in values) / (n - 1)) / math.sqrt(n)
 
 
 def pooled_stderr(stderrs: Sequence[float | None], sizes: Sequence[int]) -> float | None:

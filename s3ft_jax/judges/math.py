@@ -24,27 +24,10 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 
-from s3ft_jax.errors import S3FTError
+from s3ft_jax.tasks.gsm8k import gold_value
+from s3ft_jax.tasks.numbers import NUMBER_RE, clean, format_number, match_value
 
-__all__ = ["extract_answer", "gold_answer", "is_correct", "normalize_gold_solution", "parse_number"]
-
-# One number: optional sign and `$`, then a fraction, a thousands-grouped number, a plain
-# number, or a bare decimal. A minus counts as a sign only when it is not a binary operator
-# (not right after a word character or a closing bracket) and touches the digits.
-_NUMBER_RE = re.compile(
-    r"""
-    (?:\$\s*)?
-    (?P<sign>(?<![\w)\]}])[-\u2212](?=\$?\.?\d))?
-    (?:\$\s*)?
-    (?P<body>
-        (?<![\d.,/])\d+/\d+(?![\d/])                  # simple fraction 3/4 (not a date 3/4/20)
-      | (?<![\d.,])\d{1,3}(?:,\d{3})+(?:\.\d+)?(?!\d)     # 1,000 or 1,234,567.50
-      | (?<![\d.])\d+(?:\.\d+)?                       # 18, 18.00
-      | (?<![\d.])\.\d+                               # .5
-    )
-    """,
-    re.VERBOSE,
-)
+__all__ = ["extract_answer", "is_correct"]
 
 # Answer markers; the number after the last one that has a number after it wins.
 _MARKER_RE = re.compile(
@@ -57,69 +40,20 @@ _MARKER_RE = re.compile(
     re.IGNORECASE | re.VERBOSE,
 )
 
-_LATEX_FRAC_RE = re.compile(r"\\[dt]?frac\s*\{\s*(-?\d+)\s*\}\s*\{\s*(\d+)\s*\}")
-_ANNOTATION_RE = re.compile(r"<<.*?>>", re.DOTALL)
-_GOLD_LINE_RE = re.compile(r"(?:^|\n)[ \t]*####[ \t]*(?P<answer>[^\n]*?)\s*$")
-
-
-def _clean(text: str) -> str:
-    """Undo LaTeX/markdown spellings of numbers: `\\frac{3}{4}` -> 3/4, `1{,}000`, `\\$`, `\\%`."""
-    text = text.replace("{,}", ",").replace("\\$", "$").replace("\\%", "%").replace("\\!", "")
-    return _LATEX_FRAC_RE.sub(r"\1/\2", text)
-
-
-def _value(match: re.Match) -> Fraction | None:
-    body = match.group("body").replace(",", "")
-    try:
-        value = Fraction(body)
-    except (ValueError, ZeroDivisionError):  # 3/0
-        return None
-    return -value if match.group("sign") else value
-
-
-def _format(value: Fraction) -> str:
-    """Canonical string: integer, exact decimal, or p/q for non-terminating fractions."""
-    if value.denominator == 1:
-        return str(value.numerator)
-    den = value.denominator
-    twos = fives = 0
-    while den % 2 == 0:
-        den //= 2
-        twos += 1
-    while den % 5 == 0:
-        den //= 5
-        fives += 1
-    if den != 1:
-        return f"{value.numerator}/{value.denominator}"
-    places = max(twos, fives)
-    scaled = abs(value) * 10**places  # an integer
-    digits = str(scaled.numerator).rjust(places + 1, "0")
-    sign = "-" if value < 0 else ""
-    return f"{sign}{digits[:-places]}.{digits[-places:]}"
-
-
-def parse_number(text: str) -> Fraction | None:
-    """The first number in `text` as an exact Fraction, or None."""
-    for match in _NUMBER_RE.finditer(_clean(text)):
-        value = _value(match)
-        if value is not None:
-            return value
-    return None
-
 
 def _last_number(text: str) -> Fraction | None:
-    values = [v for v in map(_value, _NUMBER_RE.finditer(text)) if v is not None]
+    values = [v for v in map(match_value, NUMBER_RE.finditer(text)) if v is not None]
     return values[-1] if values else None
 
 
 def _extract_value(response: str) -> Fraction | None:
-    text = _clean(response)
+    text = clean(response)
     markers = list(_MARKER_RE.finditer(text))
     # Segment after each marker up to the next one; the last segment holding a number wins.
     for i in range(len(markers) - 1, -1, -1):
         end = markers[i + 1].start() if i + 1 < len(markers) else len(text)
-        for match in _NUMBER_RE.finditer(text, markers[i].end(), end):
-            value = _value(match)
+        for match in NUMBER_RE.finditer(text, markers[i].end(), end):
+            value = match_value(match)
             if value is not None:
                 return value
     return _last_number(text)
@@ -128,39 +62,10 @@ def _extract_value(response: str) -> Fraction | None:
 def extract_answer(response: str) -> str | None:
     """The response's final answer as a normalised number string ("1000", "0.75", "-5"), or None."""
     value = _extract_value(response)
-    return None if value is None else _format(value)
-
-
-def _gold_value(gold: str) -> Fraction:
-    if "####" in gold:
-        value = parse_number(gold.rsplit("####", 1)[1])
-    else:
-        value = parse_number(gold)
-    if value is None:
-        raise S3FTError(f"GSM8K gold answer has no number: {gold[-80:]!r}")
-    return value
-
-
-def gold_answer(gold: str) -> str:
-    """The gold's number as a normalised string: from after `####` in a raw GSM8K solution, or a
-    bare number ("18", "1,000", "-3", "0.5"). Raises S3FTError if there is none."""
-    return _format(_gold_value(gold))
+    return None if value is None else format_number(value)
 
 
 def is_correct(response: str, gold: str) -> bool:
     """Whether the response's final answer equals the gold answer exactly (18.00 == 18, 3/4 == 0.75)."""
     predicted = _extract_value(response)
-    return predicted is not None and predicted == _gold_value(gold)
-
-
-def normalize_gold_solution(raw: str) -> str:
-    """A GSM8K gold solution in the training-target format: `<<...>>` calculator annotations
-    dropped and the final `#### N` line replaced by "The answer is N." (reasoning kept)."""
-    text = _ANNOTATION_RE.sub("", raw)
-    match = _GOLD_LINE_RE.search(text)
-    if match is None or not match.group("answer"):
-        raise S3FTError(f"GSM8K gold solution has no final '#### N' line: {raw[-80:]!r}")
-    answer = match.group("answer").rstrip(".")
-    reasoning = text[: match.start()].rstrip()
-    final = f"The answer is {answer}."
-    return f"{reasoning}\n{final}" if reasoning else final
+    return predicted is not None and predicted == gold_value(gold)

@@ -25,6 +25,7 @@ from pathlib import Path
 from s3ft_jax import distributed
 from s3ft_jax.errors import ConfigError
 from s3ft_jax.judges.verdict import Judge
+from s3ft_jax.loader import LazyModel
 from s3ft_jax.s3ft.leaks import meta_text_leak
 from s3ft_jax.s3ft.stages import Stage, atomic_write_jsonl, atomic_write_text, fingerprint, resumable_map
 from s3ft_jax.sampling.queue import read_done
@@ -54,18 +55,6 @@ class BuildResult:
     dataset: Path
     stats: dict
     stages: list[StageLog]
-
-
-class LazyModel:
-    """Loads the base model on first use: a rerun whose stages are all done loads nothing."""
-
-    def __init__(self, load: Callable[[], tuple]):
-        self._load, self._value = load, None
-
-    def get(self) -> tuple:
-        if self._value is None:
-            self._value = self._load()
-        return self._value
 
 
 class Builder:
@@ -128,7 +117,7 @@ class Builder:
             model = tokenizer = None
             if self.task.judge == "llm" and j.mode != "heuristic":
                 if j.model:
-                    from s3ft_jax.cli import load_model_and_tokenizer
+                    from s3ft_jax.loader import load_model_and_tokenizer
 
                     model, tokenizer = load_model_and_tokenizer(self.config, j.model)
                 else:
@@ -175,7 +164,11 @@ class Builder:
     def _judged(self, name: str, generation: Stage, ids: list[str], check_leaks: bool = False) -> dict[str, dict]:
         by_id = {e.id: e for e in self.examples()}
         generated = read_done(generation.path("jsonl"))
-        stage = Stage(self.dir, name, {"generations": generation.fingerprint, "judge": self.judge_inputs(), "leaks": check_leaks})
+        inputs = {"generations": generation.fingerprint, "judge": self.judge_inputs(), "leaks": check_leaks}
+        keep = self.config.judge.keep_solution and check_leaks  # paraphrases only
+        if keep:  # absent when off, so runs from before the option keep their fingerprints
+            inputs["keep_solution"] = self.config.judge.keep_solution_fraction
+        stage = Stage(self.dir, name, inputs)
         t = time.perf_counter()
         status = stage.open()
         before = len(read_done(stage.path("jsonl")))
@@ -193,6 +186,8 @@ class Builder:
                 out.append({"id": row["id"], "text": row["text"], "target": texts[n], "finish_reason": row["finish_reason"],
                             "leak": leaks[n], "correct": bool(v and v.correct),
                             "detail": v.detail if v else f"meta-text leak: {leaks[n]!r}"})
+                if keep and v and v.correct:
+                    self._check_solution(out[-1], by_id[row["id"]])
             return out
 
         batch = 64 if self.task.judge in ("code", "llm") else 512
@@ -201,6 +196,20 @@ class Builder:
         ran = len(read_done(stage.path("jsonl"))) - before
         self._log(name, "skipped" if status == "done" and not ran else ("resumed" if before else "ran"), len(ids), t)
         return {r["id"]: r for r in rows}
+
+    def _check_solution(self, row: dict, example: Example) -> None:
+        """judge.keep_solution: an accepted paraphrase that dropped the gold's solution is
+        rejected (judges/solution.py); `kept_solution` records the check."""
+        from s3ft_jax.tasks.numbers import parse_number
+        from s3ft_jax.judges.solution import keeps_solution
+
+        numeric = self.task.judge == "numeric"
+        final = parse_number(str(example.reference)) if numeric else None
+        kept, why = keeps_solution(row["text"], example.gold, fraction=self.config.judge.keep_solution_fraction,
+                                   final=final, numeric=numeric)
+        row["kept_solution"] = kept
+        if not kept:
+            row["correct"], row["detail"] = False, f"dropped the solution ({why}); {row['detail']}"
 
     def _as_target(self, row: dict) -> str:
         """A generation as a training target: the stop string that cut it is put back (MBPP's
@@ -251,6 +260,8 @@ class Builder:
                 "paraphrase": para and para["text"], "paraphrase_correct": para and para["correct"],
                 "paraphrase_leak": para and para["leak"], "paraphrase_detail": para and para["detail"],
             })
+            if para and "kept_solution" in para:  # only with judge.keep_solution
+                rows[-1]["paraphrase_kept_solution"] = para["kept_solution"]
         return rows
 
 
@@ -268,6 +279,8 @@ def dataset_stats(method: str, rows: list[dict]) -> dict:
         "paraphrases": len(judged_para),
         "paraphrase_pass_rate": round(sum(r["paraphrase_correct"] for r in judged_para) / len(judged_para), 4) if judged_para else None,
         "paraphrase_leaks": sum(1 for r in judged_para if r["paraphrase_leak"]),
+        # judge.keep_solution: right final answer, but the gold's solution dropped.
+        "paraphrase_dropped_solution": sum(1 for r in judged_para if r.get("paraphrase_kept_solution") is False),
     }
 
 

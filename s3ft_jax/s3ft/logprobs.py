@@ -52,22 +52,32 @@ def target_logprobs(model, tokenizer, dataset: Path, out_dir: Path, *, batch_siz
     per_example: dict[str, dict] = {}
     for (rid, source, n), (logp, _) in zip(keys, scores):
         per_example.setdefault(rid, {})[source] = {"logprob": logp, "tokens": n}
-    summary = {"dataset": str(dataset), "examples": len(rows), "sources": {}}
+    summary = {"dataset": str(dataset), "examples": len(rows), "sources": {}, "targets": {}}
     for source in SOURCES:
-        values = np.array([v[source]["logprob"] for v in per_example.values() if source in v])
-        per_token = np.array([v[source]["logprob"] / v[source]["tokens"] for v in per_example.values() if source in v])
-        summary["sources"][source] = {
-            "count": int(values.size),
-            "mean": float(values.mean()) if values.size else None,
-            "median": float(np.median(values)) if values.size else None,
-            "mean_per_token": float(per_token.mean()) if per_token.size else None,
-        }
+        summary["sources"][source] = _describe([v[source] for v in per_example.values() if source in v])
+        # D' itself: the targets of the rows that train on this source.
+        summary["targets"][source] = _describe([per_example[r["id"]][source] for r in rows if r["source"] == source])
     out_dir = Path(out_dir)
     atomic_write_text(out_dir / "logprobs.json", json.dumps({**summary, "per_example": per_example}, indent=1) + "\n")
     if distributed.is_writer():
         plot_histogram(per_example, out_dir / "logprobs.png")
     distributed.sync("wrote logprobs.png")
     return summary
+
+
+def _describe(scores: list[dict]) -> dict:
+    """count, mean/median log p, mean per-token log p and mean length (tokens, EOS included).
+    Per token tells closeness apart from shortness: a bare "The answer is 42." has a high
+    log p because it is short, not because each token is likely."""
+    values = np.array([s["logprob"] for s in scores])
+    tokens = np.array([s["tokens"] for s in scores])
+    return {
+        "count": int(values.size),
+        "mean": float(values.mean()) if values.size else None,
+        "median": float(np.median(values)) if values.size else None,
+        "mean_per_token": float((values / tokens).mean()) if values.size else None,
+        "mean_tokens": float(tokens.mean()) if values.size else None,
+    }
 
 
 def plot_histogram(per_example: dict, path: Path) -> None:

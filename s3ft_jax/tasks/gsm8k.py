@@ -6,11 +6,14 @@ calculator notes, ending "The answer is N."), so gold, paraphrase and own target
 
 from __future__ import annotations
 
+import re
+from fractions import Fraction
 from pathlib import Path
 
-from s3ft_jax.judges.math import gold_answer, normalize_gold_solution
+from s3ft_jax.errors import S3FTError
 from s3ft_jax.tasks.base import Example, Task, TaskPrompts, check_split
 from s3ft_jax.tasks.data import load_table
+from s3ft_jax.tasks.numbers import format_number, parse_number
 
 SPLITS = ("train", "test")
 
@@ -27,9 +30,37 @@ def load_split(data_dir: Path, split: str, source: str = "") -> list[dict]:
     return load_table(source or f"gsm8k/{split}.jsonl", data_dir=data_dir, split=split)
 
 
-def gold_number(answer: str) -> str:
-    """The number after `####` in a GSM8K gold answer."""
-    return gold_answer(answer)
+_ANNOTATION_RE = re.compile(r"<<.*?>>", re.DOTALL)
+_GOLD_LINE_RE = re.compile(r"(?:^|\n)[ \t]*####[ \t]*(?P<answer>[^\n]*?)\s*$")
+
+
+def gold_value(gold: str) -> Fraction:
+    if "####" in gold:
+        value = parse_number(gold.rsplit("####", 1)[1])
+    else:
+        value = parse_number(gold)
+    if value is None:
+        raise S3FTError(f"GSM8K gold answer has no number: {gold[-80:]!r}")
+    return value
+
+
+def gold_answer(gold: str) -> str:
+    """The gold's number as a normalised string: from after `####` in a raw GSM8K solution, or a
+    bare number ("18", "1,000", "-3", "0.5"). Raises S3FTError if there is none."""
+    return format_number(gold_value(gold))
+
+
+def normalize_gold_solution(raw: str) -> str:
+    """A GSM8K gold solution in the training-target format: `<<...>>` calculator annotations
+    dropped and the final `#### N` line replaced by "The answer is N." (reasoning kept)."""
+    text = _ANNOTATION_RE.sub("", raw)
+    match = _GOLD_LINE_RE.search(text)
+    if match is None or not match.group("answer"):
+        raise S3FTError(f"GSM8K gold solution has no final '#### N' line: {raw[-80:]!r}")
+    answer = match.group("answer").rstrip(".")
+    reasoning = text[: match.start()].rstrip()
+    final = f"The answer is {answer}."
+    return f"{reasoning}\n{final}" if reasoning else final
 
 
 def examples(data_dir: Path, split: str, source: str = "") -> list[Example]:

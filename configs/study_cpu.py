@@ -1,0 +1,47 @@
+"""A study that can tell the methods apart on a 2-core CPU: evidence for issue 21.
+
+    s3ft run --config=configs/study_cpu.py        # about 2.5 hours on 2 CPU cores
+
+The embedded SmolLM2-135M-Instruct on GSM8K: 256 training examples, LoRA for 3 epochs
+(96 steps of 8), all four methods, 200 test questions and 100 questions per generalization
+benchmark, with the drift metric (KL(base || method) per token) and `judge.keep_solution` on,
+so bare "The answer is N." paraphrases fall back to gold. Every accuracy in the report carries
+its stderr and every change from base a paired 95% interval (docs/results.md).
+
+Sizing (2 cores): generation dominates: ~1,100 sequences of up to 256 new tokens (256 train
+predictions, ~256 paraphrases, 4 x 200 test answers) at roughly 100 tokens/s; then 3 x 96 LoRA
+steps at max length 512, and log-likelihood scoring of 7 x 100 benchmark questions per method
+(TruthfulQA's 6-shot primer would triple the scoring cost, so it is left out here; add it with
+--config.eval.benchmarks=...). Drift scores the same texts once more with both models.
+"""
+
+from s3ft_jax.config import base_config
+
+
+def get_config():
+    config = base_config()
+    config.workdir = "runs/study_cpu"
+    config.task.name = "gsm8k"
+    config.task.limit = 256
+    config.task.split = "test"
+    config.sampling.max_new_tokens = 256
+    config.sampling.batch_size = 32
+    config.run.methods = ("base", "sft", "sdft", "s3ft")
+    # Paraphrases must keep the gold's intermediate results (or half its length).
+    config.judge.keep_solution = True
+    config.judge.keep_solution_fraction = 0.5
+    # The paper's training recipe (LoRA r=8 on q/v, lr 1e-4 cosine, batch 8, 3 epochs).
+    config.train.num_epochs = 3
+    config.train.batch_size = 8
+    config.train.max_length = 512
+    config.train.learning_rate = 1e-4
+    config.train.warmup_ratio = 0.03
+    config.train.checkpoint_every = 24
+    config.train.progress = False
+    config.lora.enabled = True
+    config.eval.limit = 200
+    config.eval.benchmarks = ("mmlu", "hellaswag", "arc_easy", "arc_challenge", "winogrande", "piqa", "boolq")
+    config.eval.benchmark_limit = 100
+    config.eval.batch_size = 16
+    config.eval.drift = True
+    return config

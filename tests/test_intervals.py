@@ -1,0 +1,87 @@
+"""Error bars: interval math against hand-computed values and lm-eval, and a report that shows
+them (stderrs, paired intervals, the words "within noise", the drift and target tables)."""
+
+import json
+import math
+
+import pytest
+
+from s3ft_jax.evaluation.intervals import mean_stderr, paired_difference, ratio_mean, wilson_interval, within_noise
+from s3ft_jax.report import write_report
+
+pytestmark = pytest.mark.fast  # `make test-fast`
+
+
+def test_mean_stderr_is_the_sample_proportion_stderr_and_the_harness():
+    from lm_eval.api.metrics import mean_stderr as harness
+
+    values = [1.0, 1.0, 1.0, 0.0]
+    p, n = 0.75, 4
+    assert mean_stderr(values) == pytest.approx(math.sqrt(p * (1 - p) / (n - 1))) == pytest.approx(0.25)
+    assert mean_stderr(values) == pytest.approx(harness(values))
+    assert mean_stderr([1.0]) is None
+
+
+def test_wilson_interval_known_values():
+    low, high = wilson_interval(0, 16)  # 0 of 16 right: still up to ~19% plausible
+    assert low == 0.0 and high == pytest.approx(0.1936, abs=1e-4)
+    assert wilson_interval(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    assert wilson_interval(16, 16)[1] == 1.0 and wilson_interval(0, 0) is None
+
+
+def test_paired_difference_by_hand():
+    d = paired_difference([1, 1, 0, 1], [0, 1, 0, 0])  # differences 1 0 0 1
+    se = math.sqrt(1 / 3) / 2
+    assert d["diff"] == 0.5 and d["n"] == 4 and d["stderr"] == pytest.approx(se)
+    assert (d["low"], d["high"]) == pytest.approx((0.5 - 1.959964 * se, 0.5 + 1.959964 * se))
+    assert within_noise(d["low"], d["high"])
+    every = paired_difference([1, 1, 1], [0, 0, 0])  # lost on every question: no noise at all
+    assert every["stderr"] == 0 and not within_noise(every["low"], every["high"])
+    with pytest.raises(ValueError):
+        paired_difference([1], [1, 0])
+    assert ratio_mean([1.0, 3.0], [1, 3])["mean"] == 1.0 and ratio_mean([1.0, 3.0], [1, 3])["stderr"] == 0.0
+
+
+def _write(path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj) if not isinstance(obj, list) else "".join(json.dumps(r) + "\n" for r in obj))
+
+
+def test_report_shows_stderrs_paired_intervals_and_noise(tmp_path):
+    for method, right in (("base", [1, 0, 0, 0]), ("sft", [1, 1, 1, 0])):
+        _write(tmp_path / method / "eval" / "indomain.json", {"task": "gsm8k", "examples": 4, "accuracy": sum(right) / 4})
+        _write(tmp_path / method / "eval" / "judge_predict.jsonl", [{"id": f"q{i}", "correct": bool(r)} for i, r in enumerate(right)])
+    bench = {"base": {"boolq": [1] * 6, "arc_easy": [1, 0, 1, 0, 1]}, "sft": {"boolq": [0] * 5 + [1], "arc_easy": [1, 1, 0, 0, 1]}}
+    for method, scores in bench.items():
+        gen = {}
+        for name, values in scores.items():
+            key = "acc_norm" if name == "arc_easy" else "acc"
+            other = {"acc": 0.5} if key == "acc_norm" else {}  # not the headline: must not be used
+            gen[name] = {"n": len(values), key: sum(values) / len(values), f"{key}_stderr": mean_stderr(values), **other}
+            _write(tmp_path / method / "eval" / "records" / f"{name}.jsonl", [{"id": i, key: v, **other} for i, v in enumerate(values)])
+        _write(tmp_path / method / "eval" / "generalization.json", gen)
+    _write(tmp_path / "sft" / "eval" / "drift.json", {"responses": {"kl": 0.0123, "stderr": 0.0021, "texts": 4, "tokens": 300},
+                                                      "benchmarks": {"boolq": {"kl": 0.5, "stderr": None, "texts": 1, "tokens": 9}},
+                                                      "benchmarks_all": {"kl": 0.5, "stderr": None, "texts": 1, "tokens": 9}})
+    _write(tmp_path / "sft" / "stats.json", {"examples": 4, "counts": {"own": 0, "paraphrase": 0, "gold": 4},
+                                             "share": {"own": 0, "paraphrase": 0, "gold": 1}, "paraphrase_dropped_solution": 0,
+                                             "targets": {"gold": {"count": 4, "mean": -100.0, "median": -90.0, "mean_per_token": -1.25,
+                                                                  "mean_tokens": 80.0}}})
+    report = write_report(tmp_path, ["base", "sft"]).read_text()
+
+    # In-domain: 25% of 4 (stderr sqrt(.25 * .75 / 3) = 25.0), Wilson 4.6-69.9; sft - base on
+    # the same questions: differences 0 1 1 0 -> +50 points, stderr 28.9 -> [-6.6, +106.6].
+    assert "| base | gsm8k | 4 | 25.0 ± 25.0 | 4.6-69.9 |" in report
+    assert "+50.0 [-6.6, +106.6]" in report
+    assert "sft: +50.0 points against base on the same 4 questions, within noise" in report
+    # Benchmarks: score ± stderr; boolq lost 5 of 6 (drop 83.3, stderr 16.7 -> [+50.7, +116.0]),
+    # arc_easy: differences 0 -1 1 0 0 -> drop 0.0, stderr sqrt(2/4)/sqrt(5) -> [-62.0, +62.0].
+    assert "16.7 ± 16.7" in report and "100.0 ± 0.0" in report  # sqrt((1/6)(5/6)/5) = 1/6
+    assert "+83.3 [+50.7, +116.0]" in report and "+0.0 [-62.0, +62.0]" in report
+    # Average over disjoint question sets: stderrs add in quadrature, sqrt(16.67^2 + 31.62^2) / 2.
+    assert "+41.7 [+6.6, +76.7]" in report
+    assert "sft: drops outside noise on boolq (+83.3); every other drop is within noise." in report
+    # Drift and target quality tables.
+    assert "| sft | 0.0123 ± 0.0021 | 0.5 | 0.5 |" in report
+    assert "| sft | gold | 4 | 80.0 | -100.0 | -1.250 |" in report
+    assert (tmp_path / "drift.png").stat().st_size > 1000 and "drift.png" in report
