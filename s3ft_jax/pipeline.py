@@ -25,7 +25,8 @@ from pathlib import Path
 from s3ft_jax import distributed
 from s3ft_jax.loader import LazyModel, load_model_and_tokenizer, load_trained_model
 from s3ft_jax.s3ft.build import Builder, build
-from s3ft_jax.s3ft.stages import Stage, atomic_write_text, file_digest
+from s3ft_jax.io import file_digest
+from s3ft_jax.s3ft.stages import Stage, atomic_write_text
 
 log = logging.getLogger("s3ft_jax")
 

@@ -15,7 +15,9 @@ import json
 from pathlib import Path
 
 from s3ft_jax import distributed
+from s3ft_jax.errors import S3FTError
 from s3ft_jax.evaluation.intervals import Z95, mean_stderr, paired_difference, wilson_interval, within_noise
+from s3ft_jax.io import read_jsonl
 from s3ft_jax.s3ft.stages import atomic_write_text
 
 # The benchmark's headline metric, as papers and the Open LLM Leaderboard report them.
@@ -45,7 +47,7 @@ def collect(workdir: Path, methods: list[str]) -> dict:
         data["questions"][m] = _per_question(workdir / m / "eval", gen or {}, (ind or {}).get("examples"))
         metrics = workdir / m / "train" / "metrics.jsonl"
         if metrics.is_file():
-            rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+            rows = _jsonl(metrics)
             data["loss"][m] = [(r["step"], r["loss"]) for r in rows if "loss" in r and "step" in r]
     logprobs = _read(workdir / "logprobs.json")
     data["logprobs"] = logprobs and logprobs.get("sources")
@@ -53,9 +55,10 @@ def collect(workdir: Path, methods: list[str]) -> dict:
 
 
 def _jsonl(path: Path) -> list[dict]:
+    """A run's file, or nothing when it is missing or unreadable: the report shows what is there."""
     try:
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    except (FileNotFoundError, json.JSONDecodeError):
+        return read_jsonl(path)
+    except S3FTError:
         return []
 
 

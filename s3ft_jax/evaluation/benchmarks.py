@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from s3ft_jax.errors import S3FTError
-from s3ft_jax.tasks.data import read_jsonl
+from s3ft_jax.io import read_jsonl
 
 
 # Every file a reader opens, relative to the data directory (checked before a run starts).

@@ -37,7 +37,7 @@ from lm_eval.api.registry import model_registry, register_model
 
 from s3ft_jax.evaluation.benchmarks import MMLU_SUBJECT_CATEGORY, TASKS
 from s3ft_jax.evaluation.loglikelihood import DEFAULT_BATCH_TOKENS, prefix_token_id, score_tokens, tok_encode
-from s3ft_jax.tasks.data import read_jsonl
+from s3ft_jax.io import read_jsonl
 
 def _int_or_none(value) -> int | None:
     if value is None or value == "" or value == "auto":

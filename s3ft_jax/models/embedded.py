@@ -11,7 +11,6 @@ tokenizer for this file splits digit runs differently from the real SmolLM2 toke
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import importlib.util
 import json
 import logging
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from s3ft_jax.errors import ModelError
+from s3ft_jax.io import file_digest
 from s3ft_jax.models.safetensors_io import save_file
 from s3ft_jax.paths import s3ft_home
 from s3ft_jax.progress import progress_bar
@@ -202,21 +202,13 @@ def gguf_to_hf(gguf_path: str | os.PathLike, out_dir: str | os.PathLike) -> None
 # Cache
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _source_id(gguf: Path) -> dict:
     st = gguf.stat()
     return {"format_version": FORMAT_VERSION, "gguf_size": st.st_size, "gguf_mtime_ns": st.st_mtime_ns}
 
 
 def _write_manifest(out_dir: Path, gguf: Path) -> None:
-    files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(out_dir.iterdir())}
+    files = {p.name: {"size": p.stat().st_size, "sha256": file_digest(p)} for p in sorted(out_dir.iterdir())}
     _write_json(out_dir / MANIFEST, {**_source_id(gguf), "files": files})
 
 
@@ -230,7 +222,7 @@ def _is_valid(out_dir: Path, gguf: Path) -> bool:
         # Sizes first: they catch truncation and missing files without reading anything.
         if any((out_dir / n).stat().st_size != e["size"] for n, e in files):
             return False
-        return all(_sha256(out_dir / n) == e["sha256"] for n, e in files)
+        return all(file_digest(out_dir / n) == e["sha256"] for n, e in files)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
 

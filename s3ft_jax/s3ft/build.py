@@ -27,7 +27,8 @@ from s3ft_jax.errors import ConfigError
 from s3ft_jax.judges.verdict import Judge
 from s3ft_jax.loader import LazyModel
 from s3ft_jax.s3ft.leaks import meta_text_leak
-from s3ft_jax.s3ft.stages import Stage, atomic_write_jsonl, atomic_write_text, fingerprint, resumable_map
+from s3ft_jax.io import json_digest
+from s3ft_jax.s3ft.stages import Stage, atomic_write_jsonl, atomic_write_text, resumable_map
 from s3ft_jax.sampling.queue import read_done
 from s3ft_jax.tasks.base import Example, Task
 
@@ -101,7 +102,7 @@ class Builder:
                 examples = examples[: self.limit]
             if not examples:
                 raise ConfigError(f"task {self.task.name} split {self.split!r} has no examples")
-            stage = Stage(self.dir, "examples", {"task": self.task.name, "content": fingerprint([e.to_json() for e in examples])})
+            stage = Stage(self.dir, "examples", {"task": self.task.name, "content": json_digest([e.to_json() for e in examples])})
             t = time.perf_counter()
             status = stage.open()
             if status != "done":

@@ -16,6 +16,7 @@ import numpy as np
 
 from s3ft_jax import distributed
 from s3ft_jax.errors import S3FTError
+from s3ft_jax.io import read_jsonl
 from s3ft_jax.s3ft.stages import atomic_write_text
 from s3ft_jax.sampling.chat import render_chat
 
@@ -36,7 +37,7 @@ def target_logprobs(model, tokenizer, dataset: Path, out_dir: Path, *, batch_siz
 
     if not Path(dataset).is_file():
         raise S3FTError(f"no built dataset at {dataset}: run `s3ft build` first (or set --config.logprobs.dataset)")
-    rows = [json.loads(line) for line in Path(dataset).read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = read_jsonl(dataset)
     missing = [k for k in ("id", "prompt", "target", "source", "gold") if rows and k not in rows[0]]
     if not rows or missing:
         raise S3FTError(f"{dataset} is not a built D' (missing {', '.join(missing) or 'rows'})")

@@ -13,7 +13,6 @@ upstream stages). On a rerun:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -23,41 +22,25 @@ from pathlib import Path
 
 import jax
 
-from s3ft_jax import distributed
+from s3ft_jax import distributed, io
 from s3ft_jax.errors import S3FTError
+from s3ft_jax.io import json_digest
 from s3ft_jax.progress import progress_bar
 from s3ft_jax.sampling.queue import read_done, rewrite_in_order
 
 log = logging.getLogger(__name__)
 
 
-def fingerprint(value) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
-
-
 def atomic_write_text(path: Path, text: str) -> None:
-    """Process 0 writes; every process calls this and returns once the file is in place."""
-    if jax.process_index() == 0:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+    """Process 0 writes (io.atomic_write_text); every process calls this and returns once the
+    file is in place, so the next stage decision reads the same file everywhere."""
+    io.atomic_write_text(path, text)
     distributed.sync(f"wrote {path.name}")
 
 
 def atomic_write_jsonl(path: Path, rows: Iterable[dict]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    io.atomic_write_jsonl(path, rows)
+    distributed.sync(f"wrote {path.name}")
 
 
 @dataclasses.dataclass
@@ -68,7 +51,7 @@ class Stage:
 
     @property
     def fingerprint(self) -> str:
-        return fingerprint(self.inputs)
+        return json_digest(self.inputs)
 
     @property
     def meta_path(self) -> Path:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import jax
 
-from s3ft_jax import distributed
+from s3ft_jax import distributed, io
 from s3ft_jax.errors import S3FTError
 from s3ft_jax.progress import progress_bar
 from s3ft_jax.sampling.chat import render_chat
@@ -45,33 +45,24 @@ class QueueReport:
 def read_prompts(path: str | os.PathLike, tokenizer) -> tuple[list[str], list]:
     """(ids, prompts) from an input JSONL, checked: every row has a unique id and one prompt."""
     path = Path(path)
-    if not path.is_file():
-        raise S3FTError(f"prompt file {path} not found")
     ids, prompts, seen = [], [], set()
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise S3FTError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict) or "id" not in row:
-                raise S3FTError(f"{path}:{lineno}: each row needs an 'id'")
-            key = json.dumps(row["id"])
-            if key in seen:
-                raise S3FTError(f"{path}:{lineno}: duplicate id {row['id']!r}")
-            seen.add(key)
-            if isinstance(row.get("prompt"), str) and row["prompt"]:
-                prompt = row["prompt"]
-            elif isinstance(row.get("messages"), list):
-                prompt = render_chat(tokenizer, row["messages"])
-            elif isinstance(row.get("prompt_ids"), list) and row["prompt_ids"]:
-                prompt = row["prompt_ids"]
-            else:
-                raise S3FTError(f"{path}:{lineno}: row needs a non-empty 'prompt', 'messages' or 'prompt_ids'")
-            ids.append(row["id"])
-            prompts.append(prompt)
+    for lineno, row in io.iter_jsonl(path, missing="prompt file {path} not found"):
+        if "id" not in row:
+            raise S3FTError(f"{path}:{lineno}: each row needs an 'id'")
+        key = json.dumps(row["id"])
+        if key in seen:
+            raise S3FTError(f"{path}:{lineno}: duplicate id {row['id']!r}")
+        seen.add(key)
+        if isinstance(row.get("prompt"), str) and row["prompt"]:
+            prompt = row["prompt"]
+        elif isinstance(row.get("messages"), list):
+            prompt = render_chat(tokenizer, row["messages"])
+        elif isinstance(row.get("prompt_ids"), list) and row["prompt_ids"]:
+            prompt = row["prompt_ids"]
+        else:
+            raise S3FTError(f"{path}:{lineno}: row needs a non-empty 'prompt', 'messages' or 'prompt_ids'")
+        ids.append(row["id"])
+        prompts.append(prompt)
     return ids, prompts
 
 
@@ -85,20 +76,14 @@ def read_done(path: Path) -> dict[str, dict]:
     """Results already in the output file, by id; a torn last line (a crash mid-write) is cut."""
     if not path.is_file():
         return {}
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
-    if end < len(data) and jax.process_index() == 0:
-        with open(path, "r+b") as f:
-            f.truncate(end)
     done = {}
-    for lineno, line in enumerate(data[:end].decode("utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
+    try:
+        for lineno, row in io.iter_jsonl(path, repair=True):
+            if "id" not in row:
+                raise S3FTError(f"{path}:{lineno}: not a result row (no 'id')")
             done[json.dumps(row["id"])] = row
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise S3FTError(f"{path}:{lineno}: not a result row; move the file away to start over") from None
+    except S3FTError as e:
+        raise S3FTError(f"{e}; move the file away to start over") from None
     return done
 
 
@@ -170,10 +155,6 @@ def run_queue(
 
 
 def rewrite_in_order(output: Path, rows: list[dict]) -> None:
-    tmp = output.with_name(output.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, output)
+    """The results file, rewritten whole (atomically) in the given order."""
+    io.atomic_write_jsonl(output, rows)
+

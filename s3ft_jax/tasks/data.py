@@ -19,6 +19,7 @@ import logging
 from pathlib import Path
 
 from s3ft_jax.errors import S3FTError
+from s3ft_jax.io import read_jsonl
 from s3ft_jax.paths import data_dir as default_data_dir
 
 def resolve_data_dir(configured: str | None) -> Path:
@@ -88,28 +89,6 @@ def _union_columns(rows: list[dict]) -> list[dict]:
     """Every row gets every column (None where missing), as a table reader gives them."""
     columns = list(dict.fromkeys(k for row in rows for k in row))
     return [row if len(row) == len(columns) else {k: row.get(k) for k in columns} for row in rows]
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [row for _, row in iter_jsonl(Path(path))]
-
-
-def iter_jsonl(path: Path, missing: str = "missing data file {path}"):
-    """(line number, object) for each non-blank line; a bad line is a one-line S3FTError."""
-    path = Path(path)
-    if not path.is_file():
-        raise S3FTError(missing.format(path=path))
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise S3FTError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise S3FTError(f"{path}:{lineno}: each line must be a JSON object")
-            yield lineno, row
 
 
 def _load_hub(name: str, split: str) -> list[dict]:

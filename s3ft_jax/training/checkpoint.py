@@ -24,7 +24,7 @@ from s3ft_jax.errors import S3FTError
 log = logging.getLogger("s3ft_jax")
 
 
-def fingerprint(state: dict) -> dict[str, list[float]]:
+def leaf_checksums(state: dict) -> dict[str, list[float]]:
     """Per top-level item ("params", "opt_state", ...), the sum of each leaf's values."""
     sums = jax.jit(lambda t: jax.tree.map(lambda x: jnp.sum(x.astype(jnp.float32)), t))(state)
     return {key: [float(v) for v in jax.tree.leaves(jax.device_get(value))] for key, value in sums.items()}
@@ -57,7 +57,7 @@ class Checkpointer:
 
     def save(self, step: int, state: dict, meta: dict) -> None:
         ocp = self._ocp
-        meta = {**meta, "fingerprint": fingerprint(state)}
+        meta = {**meta, "fingerprint": leaf_checksums(state)}
         self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
 
     def wait(self) -> None:
@@ -90,7 +90,7 @@ class Checkpointer:
                 else:
                     item = ocp.args.StandardRestore(abstract_state)
                 state = self.manager.restore(step, args=ocp.args.Composite(state=item))["state"]
-                ok = _matches(fingerprint(state), meta.get("fingerprint", {}))
+                ok = _matches(leaf_checksums(state), meta.get("fingerprint", {}))
             except Exception as e:
                 log.warning("checkpoint %d is unreadable (%s); trying the previous one", step, _short(e))
                 failed.append(step)

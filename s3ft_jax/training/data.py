@@ -56,7 +56,7 @@ class DataStats:
 
 def read_rows(path: str | Path) -> list[dict]:
     """A JSONL of {"prompt": str, "target": str, ...}; other fields are ignored."""
-    from s3ft_jax.tasks.data import iter_jsonl
+    from s3ft_jax.io import iter_jsonl
 
     path = Path(path)
     rows = []

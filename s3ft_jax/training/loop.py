@@ -11,17 +11,16 @@ Layout of <workdir>/train:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from s3ft_jax.errors import S3FTError
+from s3ft_jax.io import file_digest, json_digest
 from s3ft_jax.sharding import host_to_global
 from s3ft_jax.training import data as data_lib
 from s3ft_jax.training import lora as lora_lib
@@ -57,7 +56,7 @@ def run_id(config, dataset_sha: str, n_steps: int) -> str:
         "grad_accum": t.grad_accum, "max_length": t.max_length, "packing": t.packing, "steps": n_steps,
         "lora": dataclasses.asdict(lc) if lc else None,
     }  # fmt: skip
-    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return json_digest(key)
 
 
 def load_base(config, mesh, *, trainable_all: bool):
@@ -85,14 +84,6 @@ def split_params(base: dict, cfg, spec, lcfg, mesh, seed: int):
     key = jax.random.fold_in(jax.random.key(seed), 1)
     init = jax.jit(lambda k: step_lib.unflatten(lora_lib.init_adapters(k, a_shapes)), out_shardings=a_sh)
     return init(key), base, a_sh, base_sh
-
-
-def _file_sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def train(config, dataset_path: str | Path | None = None, workdir: str | Path | None = None, *, mesh=None) -> TrainResult:
@@ -142,7 +133,7 @@ def train(config, dataset_path: str | Path | None = None, workdir: str | Path | 
     state = step_lib.init_state(params, tx, state_sh, config.seed)
     del params
 
-    rid = run_id(config, _file_sha(dataset_path), total)
+    rid = run_id(config, file_digest(dataset_path), total)
     ckpt = Checkpointer(run_dir / "checkpoints", keep=t.keep_checkpoints, async_save=t.async_checkpoints)
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
     restored = ckpt.restore_latest(abstract, rid)

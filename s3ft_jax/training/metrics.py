@@ -14,6 +14,8 @@ from pathlib import Path
 
 import jax
 
+from s3ft_jax.io import read_jsonl
+
 log = logging.getLogger("s3ft_jax")
 
 
@@ -82,4 +84,4 @@ def _truncate_after(path: Path, step: int) -> None:
 
 
 def read_metrics(path: str | Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    return read_jsonl(path, missing="no training metrics at {path}")
