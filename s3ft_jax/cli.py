@@ -26,6 +26,7 @@ commands:
   train    fine-tune (LoRA or full) on a JSONL of prompt/target rows, resumable
   export   write the trained model (LoRA merged) as a Hugging Face directory
   config   print the resolved configuration
+  plan     compile the programs for a TPU slice (--config.plan.topology=v5e-8): memory, fits, FLOPs
 
 examples:
   s3ft answer --config=configs/demo.py
@@ -211,6 +212,13 @@ def cmd_export(config) -> None:
     print(f"exported to {export_hf(config)}")
 
 
+def cmd_plan(config) -> None:
+    from s3ft_jax.plan import format_table, plan
+
+    target, cfg, rows = plan(config, log=lambda line: print(line, file=sys.stderr))
+    print(format_table(config, target, cfg, rows))
+
+
 COMMANDS = {
     "answer": cmd_answer,
     "train": cmd_train,
@@ -221,6 +229,7 @@ COMMANDS = {
     "config": cmd_config,
     "generate": cmd_generate,
     "logprobs": cmd_logprobs,
+    "plan": cmd_plan,
 }
 
 
