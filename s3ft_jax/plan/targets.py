@@ -74,8 +74,13 @@ def known_slices() -> list[str]:
 
 
 def tpu_environment() -> None:
-    """Quiet libtpu's search for TPU metadata: we only compile, nothing runs here."""
-    for key, value in (("TPU_SKIP_MDS_QUERY", "1"), ("TPU_ACCELERATOR_TYPE", "v5litepod-8"), ("TPU_WORKER_HOSTNAMES", "localhost"), ("TPU_WORKER_ID", "0")):
+    """Quiet libtpu's search for TPU metadata, and let several plans load it at once (its
+    lockfile guards real TPUs): we only compile, nothing runs here."""
+    settings = {
+        "TPU_SKIP_MDS_QUERY": "1", "TPU_ACCELERATOR_TYPE": "v5litepod-8", "TPU_WORKER_HOSTNAMES": "localhost",
+        "TPU_WORKER_ID": "0", "ALLOW_MULTIPLE_LIBTPU_LOAD": "1",
+    }  # fmt: skip
+    for key, value in settings.items():
         os.environ.setdefault(key, value)
 
 
