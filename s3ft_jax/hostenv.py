@@ -2,12 +2,11 @@
 itself once to apply them.
 
 glibc's malloc serves each allocation above 32 MB with a fresh `mmap` and unmaps it on free.
-XLA's CPU runtime allocates an executable's temporary memory once per run (1.6 GB for a
-SmolLM2-135M training step), so every step faulted in hundreds of thousands of new 4 KiB
-pages: about 590,000 page faults and 2-3 CPU-seconds in the kernel per full fine-tuning step
-on a 2-core machine. glibc >= 2.35 reads the tunable `glibc.malloc.hugetlb=1`, which makes
-malloc ask for transparent huge pages on those mappings: the faults fall to a few thousand
-and the step gets about 8% faster. Tunables are read once, at process start, hence the
+XLA's CPU runtime allocates an executable's temporary memory once per run (over a gigabyte
+for a SmolLM2-135M training step), so every step faulted in hundreds of thousands of new
+4 KiB pages, seconds of kernel time. glibc >= 2.35 reads the tunable
+`glibc.malloc.hugetlb=1`, which makes malloc ask for transparent huge pages on those
+mappings: far fewer faults and a faster step (docs/performance.md). Tunables are read once, at process start, hence the
 re-exec. `S3FT_HUGEPAGES=0` turns this off.
 """
 

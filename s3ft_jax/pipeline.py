@@ -176,7 +176,8 @@ def _evaluate(config, task, method: str, eval_dir: Path, model: LazyModel, model
             if stage.open() != "done":
                 m, tokenizer = model.get()
                 result = run_generalization(m, tokenizer, data_dir, [name], {name: limit}, mmlu_per_subject=per_subject,
-                                            batch_size=config.eval.batch_size, records_dir=eval_dir / "records")[name]
+                                            batch_size=config.eval.batch_size, records_dir=eval_dir / "records",
+                                            progress=progress)[name]
                 atomic_write_text(stage.path("json"), json.dumps(result, indent=1) + "\n")
                 stage.complete(n=result.get("n"))
             benchmarks[name] = json.loads(stage.path("json").read_text())

@@ -12,6 +12,8 @@ from s3ft_jax.models import from_pretrained, save_pretrained
 from s3ft_jax.models.safetensors_io import SafetensorsFile, save_file
 from tests.tiny_models import make_tiny_model, random_batch
 
+pytestmark = pytest.mark.fast  # `make test-fast`
+
 
 @pytest.fixture(scope="module")
 def llama_dir(tmp_path_factory):

@@ -55,6 +55,7 @@ def _processes_with(marker: str) -> list[int]:
 # The machine and the data.
 
 
+@pytest.mark.fast
 def test_check_sandbox_passes_on_this_machine():
     check_sandbox()
     check_sandbox()  # cached
@@ -80,6 +81,7 @@ def test_all_mbpp_gold_programs_pass():
 # Ordinary outcomes.
 
 
+@pytest.mark.fast
 def test_correct_program_passes_and_semantics_hold():
     program = """
         import math
@@ -114,22 +116,26 @@ def test_correct_program_passes_and_semantics_hold():
     assert result == CodeResult(True, "passed", "8/8 tests passed")
 
 
+@pytest.mark.fast
 def test_wrong_program_fails_naming_the_assert():
     result, _ = _run("def add(a, b):\n    return a - b\n", ["assert add(1, 1) == 0", "assert add(2, 3) == 5"])
     assert not result.passed and result.status == "failed"
     assert "assert add(2, 3) == 5" in result.detail and "test 2" in result.detail and "got -1" in result.detail
 
 
+@pytest.mark.fast
 def test_exception_in_a_test_fails_with_its_type():
     result, _ = _run("def f(x):\n    return {}[x]\n", ["assert f(1) == 2"])
     assert result.status == "failed" and "KeyError" in result.detail and "assert f(1) == 2" in result.detail
 
 
+@pytest.mark.fast
 def test_syntax_error_is_an_error():
     result, _ = _run("def f(x) return x\n", ["assert f(1) == 1"])
     assert not result.passed and result.status == "error" and "SyntaxError" in result.detail
 
 
+@pytest.mark.fast
 def test_no_tests_is_an_error_not_a_pass():
     result, _ = _run("def f():\n    return 1\n", [])
     assert not result.passed and result.status == "error"
@@ -166,6 +172,7 @@ def test_segfault_is_a_crash():
 # Hostile programs: none may pass, none may touch the host.
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(
     "program",
     [
@@ -267,6 +274,7 @@ def test_daemons_do_not_outlive_the_call():
     assert _processes_with(marker) == []
 
 
+@pytest.mark.fast
 def test_host_filesystem_is_untouched(tmp_path):
     tag = uuid.uuid4().hex
     # Host paths: the sandbox must not be able to write any of them.
@@ -315,6 +323,7 @@ def test_host_filesystem_is_untouched(tmp_path):
         assert not (parent / f"pwned-{tag}").exists()
 
 
+@pytest.mark.fast
 def test_environment_secrets_are_not_visible(monkeypatch):
     monkeypatch.setenv("S3FT_SECRET", "hunter2-" + uuid.uuid4().hex)
     secret = os.environ["S3FT_SECRET"]
@@ -338,6 +347,7 @@ def test_environment_secrets_are_not_visible(monkeypatch):
     assert secret not in result.detail
 
 
+@pytest.mark.fast
 def test_network_is_unreachable():
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
@@ -371,6 +381,7 @@ def test_network_is_unreachable():
         listener.close()
 
 
+@pytest.mark.fast
 def test_program_cannot_see_the_tests():
     # The worker is forked before the harness reads the job: expected values are not in its memory.
     expected = f"expected-{uuid.uuid4().hex}"

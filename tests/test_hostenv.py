@@ -5,7 +5,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from s3ft_jax import hostenv
+
+pytestmark = pytest.mark.fast  # `make test-fast`
 
 CHILD = (
     "import os, sys\n"

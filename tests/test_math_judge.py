@@ -9,6 +9,8 @@ from s3ft_jax.errors import S3FTError
 from s3ft_jax.judges.math import extract_answer, gold_answer, is_correct, normalize_gold_solution
 from tests.conftest import shared_data_dir
 
+pytestmark = pytest.mark.fast  # `make test-fast`
+
 RAW_GOLD = (
     "Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 duck eggs a day.\n"
     "She makes 9 * 2 = $<<9*2=18>>18 every day at the farmer\u2019s market.\n#### 18"

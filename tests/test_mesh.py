@@ -37,6 +37,7 @@ def test_mesh_logits_equal_single_device(qwen_dir, shape):
     np.testing.assert_allclose(_logits(model, ids, mask), reference, atol=2e-5, rtol=0)
 
 
+@pytest.mark.fast
 def test_mesh_shape_errors():
     with pytest.raises(ConfigError, match="needs 16 devices"):
         make_mesh({"data": 2, "fsdp": 8})
@@ -47,6 +48,7 @@ def test_mesh_shape_errors():
     assert dict(make_mesh({"tensor": 2, "fsdp": -1}).shape) == {"data": 1, "fsdp": 4, "tensor": 2}
 
 
+@pytest.mark.fast
 def test_rules_replicate_dimensions_that_do_not_divide():
     mesh = make_mesh({"tensor": 8})
     # 3 KV heads cannot split 8 ways: replicated instead of failing.

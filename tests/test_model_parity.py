@@ -99,6 +99,7 @@ def test_hand_written_gradients_equal_autodiff(tiny, monkeypatch):
         assert float(jnp.abs(a - b).max()) / scale < 1e-4, (family, jax.tree_util.keystr(where))
 
 
+@pytest.mark.fast
 def test_decode_attention_forms_agree():
     """A decode step's attention as multiply-and-sum (the CPU default for one query per row)
     equals the batched-matmul form, masked slots and a row with no valid key included."""

@@ -113,6 +113,7 @@ def test_stop_strings_cut_text_and_set_reason(tiny):
     assert stop_word not in stopped.text
 
 
+@pytest.mark.fast
 def test_top_k_and_top_p_cut_the_distribution():
     logits = jnp.log(jnp.asarray([[0.4, 0.3, 0.2, 0.1]] * 512, jnp.float32))
     keys = row_keys(0, jnp.arange(512))
@@ -125,6 +126,7 @@ def test_top_k_and_top_p_cut_the_distribution():
         SamplingParams.make(top_p=0.0)
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("vocab", [384, 300, 7])
 def test_greedy_token_equals_argmax_with_ties_first(vocab):
     rng = np.random.default_rng(vocab)
@@ -140,6 +142,7 @@ def test_greedy_token_equals_argmax_with_ties_first(vocab):
     np.testing.assert_array_equal(got, np.argmax(logits, axis=-1))
 
 
+@pytest.mark.fast
 def test_bucket_sizes():
     assert [bucket(n) for n in (1, 16, 17, 33, 49, 65, 100, 129, 200, 300, 1000)] == [16, 16, 24, 48, 64, 96, 128, 192, 256, 384, 1024]
 

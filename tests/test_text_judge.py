@@ -4,6 +4,8 @@ import pytest
 
 from s3ft_jax.judges.text import contains_answer, exact_match, f1, normalize_answer
 
+pytestmark = pytest.mark.fast  # `make test-fast`
+
 
 @pytest.mark.parametrize(
     "text, expected",

@@ -58,6 +58,7 @@ def test_truncation_and_rejection(tiny, caplog):
         data_lib.tokenize(rows[1:], tok, 16)
 
 
+@pytest.mark.fast
 def test_bad_dataset_rows(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"prompt": "a", "target": "b"}\n{"prompt": "a"}\n')
@@ -117,6 +118,7 @@ def test_loss_is_masked_mean_over_target_tokens_only(tiny, tmp_path):
 
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("tied", [True, False])
 def test_lm_head_loss_and_gradients_equal_autodiff_of_full_logits(tied):
     """The chunked LM-head loss (gradient made in the forward pass) equals autodiff of
@@ -185,6 +187,7 @@ def test_lora_merge_equals_unmerged_forward(family_fixture, request):
     np.testing.assert_allclose(merged, unmerged, atol=2e-4)  # ...and merge exactly
 
 
+@pytest.mark.fast
 def test_lora_targets_by_pattern():
     assert lora_lib.target_modules(("q_proj", "v_proj")) == ("q_proj", "v_proj")
     assert lora_lib.target_modules(("mlp.*",)) == ("gate_proj", "up_proj", "down_proj")
@@ -202,6 +205,7 @@ def _losses(result):
 
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(
     "eq, x_shape, a_shape, b_shape",
     [("btd,dhk->bthk", (2, 6, 8), (8, 4), (4, 3, 5)), ("bthk,hkd->btd", (2, 6, 3, 5), (3, 5, 4), (4, 8))],
@@ -239,6 +243,7 @@ def test_lora_delta_gradients_equal_autodiff_of_plain_einsums(eq, x_shape, a_sha
 
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("shape", [(64, 1000), (50, 999)])
 def test_dropout_masks_keep_their_rate_and_differ_by_key(shape):
     """LoRA dropout's hashed masks: the kept share matches the exact keep probability it
@@ -348,6 +353,7 @@ def test_batch_with_nothing_to_train_fails_loudly(tiny, tmp_path, monkeypatch):
         train(config, mesh=make_mesh({"fsdp": 1}, jax.devices()[:1]))
 
 
+@pytest.mark.fast
 def test_train_config_errors():
     from s3ft_jax import cli
 

@@ -30,11 +30,26 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from s3ft_jax.errors import S3FTError
 from s3ft_jax.tasks.data import read_jsonl
+
+
+# Every file a reader opens, relative to the data directory (checked before a run starts).
+FILES = {
+    "mmlu_test": "mmlu/mmlu_test.jsonl",
+    "mmlu_dev": "mmlu/mmlu_dev.jsonl",
+    "truthfulqa": "truthfulqa/v1_2021/mc_task.json",
+    "hellaswag": "hellaswag/hellaswag_val.jsonl",
+    "arc_easy": "arc/ARC-Easy/ARC-Easy-Test.jsonl",
+    "arc_challenge": "arc/ARC-Challenge/ARC-Challenge-Test.jsonl",
+    "winogrande": "winogrande/winogrande_1.1_dev.jsonl",
+    "piqa": "piqa/valid.jsonl",
+    "piqa_labels": "piqa/valid-labels.lst",
+    "boolq": "boolq/dev.jsonl",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,10 +124,10 @@ def _mmlu_question(row: dict) -> str:
 
 def read_mmlu(data_dir: Path, *, num_fewshot: int = 0, per_subject: int | None = None, task: str = "mmlu") -> list[MCItem]:
     """MMLU test questions; shots are the first `num_fewshot` dev questions of the subject."""
-    rows = read_jsonl(data_dir / "mmlu" / "mmlu_test.jsonl")
+    rows = read_jsonl(data_dir / FILES["mmlu_test"])
     shots: dict[str, list[dict]] = {}
     if num_fewshot:
-        for row in read_jsonl(data_dir / "mmlu" / "mmlu_dev.jsonl"):
+        for row in read_jsonl(data_dir / FILES["mmlu_dev"]):
             shots.setdefault(row["subject"], []).append(row)
     items: list[MCItem] = []
     seen: dict[str, int] = {}
@@ -157,7 +172,7 @@ def read_truthfulqa(data_dir: Path, *, mc: int) -> list[MCItem]:
 
     MC1: choices in file order, the single true answer first (gold 0). MC2: gold is the 0/1
     label of every choice."""
-    path = data_dir / "truthfulqa" / "v1_2021" / "mc_task.json"
+    path = data_dir / FILES["truthfulqa"]
     if not path.is_file():
         raise S3FTError(f"missing data file {path}")
     rows = json.loads(path.read_text(encoding="utf-8"))
@@ -185,7 +200,7 @@ def hellaswag_preprocess(text: str) -> str:
 
 def read_hellaswag(data_dir: Path) -> list[MCItem]:
     items = []
-    for i, row in enumerate(read_jsonl(data_dir / "hellaswag" / "hellaswag_val.jsonl")):
+    for i, row in enumerate(read_jsonl(data_dir / FILES["hellaswag"])):
         context = hellaswag_preprocess(row["activity_label"] + ": " + row["ctx_a"] + " " + row["ctx_b"].capitalize())
         choices = [hellaswag_preprocess(ending) for ending in row["endings"]]
         items.append(MCItem(f"hellaswag/{i}", context, choices, int(row["label"]), "hellaswag"))
@@ -196,7 +211,7 @@ def read_arc(data_dir: Path, subset: str) -> list[MCItem]:
     """ARC test split; `subset` is "Easy" or "Challenge"."""
     task = f"arc_{subset.lower()}"
     items = []
-    for row in read_jsonl(data_dir / "arc" / f"ARC-{subset}" / f"ARC-{subset}-Test.jsonl"):
+    for row in read_jsonl(data_dir / FILES[f"arc_{subset.lower()}"]):
         choices = row["question"]["choices"]
         labels = [c["label"] for c in choices]
         context = f"Question: {row['question']['stem']}\nAnswer:"
@@ -208,7 +223,7 @@ def read_winogrande(data_dir: Path) -> list[MCItem]:
     """Partial evaluation: "…so _ always got…" -> contexts "…so Sarah" / "…so Maria",
     each followed by the scored suffix " always got…"."""
     items = []
-    for i, row in enumerate(read_jsonl(data_dir / "winogrande" / "winogrande_1.1_dev.jsonl")):
+    for i, row in enumerate(read_jsonl(data_dir / FILES["winogrande"])):
         sentence = row["sentence"]
         blank = sentence.index("_")
         items.append(
@@ -225,8 +240,8 @@ def read_winogrande(data_dir: Path) -> list[MCItem]:
 
 
 def read_piqa(data_dir: Path) -> list[MCItem]:
-    rows = read_jsonl(data_dir / "piqa" / "valid.jsonl")
-    labels_path = data_dir / "piqa" / "valid-labels.lst"
+    rows = read_jsonl(data_dir / FILES["piqa"])
+    labels_path = data_dir / FILES["piqa_labels"]
     if not labels_path.is_file():
         raise S3FTError(f"missing data file {labels_path}")
     labels = [int(line) for line in labels_path.read_text().split()]
@@ -240,7 +255,7 @@ def read_piqa(data_dir: Path) -> list[MCItem]:
 
 def read_boolq(data_dir: Path) -> list[MCItem]:
     items = []
-    for i, row in enumerate(read_jsonl(data_dir / "boolq" / "dev.jsonl")):
+    for i, row in enumerate(read_jsonl(data_dir / FILES["boolq"])):
         context = f"{row['title']} -- {row['passage']}\nQuestion: {row['question']}?\nAnswer:"
         items.append(MCItem(f"boolq/{i}", context, ["no", "yes"], int(bool(row["answer"])), "boolq"))
     return items
@@ -262,6 +277,19 @@ READERS: dict[str, Callable[..., list[MCItem]]] = {
     "boolq": lambda d, **_: read_boolq(d),
 }
 TASKS = tuple(READERS)
+# The FILES each benchmark reads.
+TASK_FILES = {
+    "mmlu": ("mmlu_test",), "mmlu_5shot": ("mmlu_test", "mmlu_dev"),
+    "truthfulqa_mc1": ("truthfulqa",), "truthfulqa_mc2": ("truthfulqa",), "hellaswag": ("hellaswag",),
+    "arc_easy": ("arc_easy",), "arc_challenge": ("arc_challenge",), "winogrande": ("winogrande",),
+    "piqa": ("piqa", "piqa_labels"), "boolq": ("boolq",),
+}  # fmt: skip
+
+
+def missing_files(data_dir: str | Path, tasks: Sequence[str]) -> list[Path]:
+    """The data files `tasks` would read that are not in `data_dir` (checked before a run)."""
+    paths = dict.fromkeys(Path(data_dir) / FILES[key] for task in tasks for key in TASK_FILES[task])
+    return [p for p in paths if not p.is_file()]
 
 
 def load_task(data_dir: str | Path, task: str, *, limit: int | None = None, mmlu_per_subject: int | None = None) -> list[MCItem]:
@@ -276,4 +304,4 @@ def load_task(data_dir: str | Path, task: str, *, limit: int | None = None, mmlu
     return items if limit is None else items[: int(limit)]
 
 
-__all__ = ["MCItem", "MMLU_CATEGORIES", "MMLU_SUBJECT_CATEGORY", "TASKS", "TRUTHFULQA_PRIMER", "load_task"]
+__all__ = ["FILES", "MCItem", "MMLU_CATEGORIES", "MMLU_SUBJECT_CATEGORY", "TASKS", "TRUTHFULQA_PRIMER", "load_task", "missing_files"]

@@ -16,7 +16,7 @@ Log-likelihoods go through `s3ft_jax.evaluation.loglikelihood.score_tokens` (the
 jitted, mesh-sharded forward pass), tokenized by the harness's own `TemplateLM` code with
 `HFLM`'s `tok_encode`; generation through `s3ft_jax.sampling.generate`.
 
-`harness_task_configs` writes the local benchmark files (/work/shared/data layout) in the
+`harness_task_configs` writes the local benchmark files (the data directory's layout, see README "Data") in the
 Hugging Face schemas the harness's task YAMLs expect, and returns those YAMLs as task configs
 pointing at the local files, so the harness runs offline on exactly the data our own scorer
 reads.

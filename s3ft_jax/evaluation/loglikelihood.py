@@ -42,6 +42,7 @@ import numpy as np
 from flax import nnx
 
 from s3ft_jax.models.llama import ForwardSpec, hidden_states, logits_from_hidden, positions_from_mask
+from s3ft_jax.progress import progress_bar
 from s3ft_jax.sampling.params import greedy_token
 from s3ft_jax.sampling.sampler import TRACE_COUNTS, batch_multiple, bucket
 from s3ft_jax.sharding import global_to_host, host_to_global
@@ -135,8 +136,11 @@ def score_tokens(
     max_length: int | None = None,
     batch_tokens: int = DEFAULT_BATCH_TOKENS,
     pad_id: int = 0,
+    progress: str | None = None,
 ) -> list[tuple[float, bool]]:
     """(log p(continuation | context), is_greedy) for (context ids, continuation ids) pairs.
+
+    `progress` names a progress bar over the scored sequences (none when None).
 
     Requests whose model input is the same (same tokens but the very last one, same
     continuation length: the choices " A" / " B" / " C" / " D" after one MMLU prompt) share one
@@ -165,6 +169,7 @@ def score_tokens(
     multiple = batch_multiple(spec)
     keys = sorted(groups, key=lambda k: -len(k[0]))  # longest first (a stable sort)
     results: dict[tuple[tuple[int, ...], int], tuple[np.ndarray, np.ndarray]] = {}
+    bar = progress_bar(len(keys), desc=progress or "", unit="seq", enabled=progress is not None)
     start = 0
     while start < len(keys):
         length = bucket(len(keys[start][0]))
@@ -195,6 +200,8 @@ def score_tokens(
         total, greedy = global_to_host(total), global_to_host(greedy)
         for row, key in enumerate(members):
             results[key] = (total[row], greedy[row])
+        bar.update(len(members))
+    bar.close()
     return [(float(results[key][0][column]), bool(results[key][1][column])) for key, column in where]
 
 
@@ -206,6 +213,7 @@ def loglikelihoods(
     batch_size: int = 32,
     max_length: int | None = None,
     batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    progress: str | None = None,
 ) -> list[tuple[float, bool]]:
     """lm-eval `loglikelihood` for (context, continuation) strings: (sum log p, is_greedy).
 
@@ -215,7 +223,8 @@ def loglikelihoods(
     """
     pairs = [encode_pair(tokenizer, context, continuation) for context, continuation in requests]
     pad = getattr(tokenizer, "pad_token_id", None)
-    out = score_tokens(model, pairs, batch_size=batch_size, max_length=max_length, batch_tokens=batch_tokens, pad_id=pad or 0)
+    out = score_tokens(model, pairs, batch_size=batch_size, max_length=max_length, batch_tokens=batch_tokens, pad_id=pad or 0,
+                       progress=progress)
     log.debug("scored %d loglikelihood requests", len(out))
     return out
 

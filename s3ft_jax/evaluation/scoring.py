@@ -126,6 +126,7 @@ def evaluate_mc(
     batch_size: int = 32,
     max_length: int | None = None,
     batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    progress: bool = False,
 ) -> dict:
     """Score `items` of one task. Returns {"metrics": {...}, "records": [per-question dicts]}."""
     requests: list[tuple[str, str]] = []
@@ -135,7 +136,8 @@ def evaluate_mc(
         spans.append((len(requests), len(requests) + len(reqs)))
         requests.extend(reqs)
     start = time.perf_counter()
-    results = loglikelihoods(model, tokenizer, requests, batch_size=batch_size, max_length=max_length, batch_tokens=batch_tokens)
+    results = loglikelihoods(model, tokenizer, requests, batch_size=batch_size, max_length=max_length, batch_tokens=batch_tokens,
+                              progress=task if progress else None)
     records = [score_item(item, results[a:b]) for item, (a, b) in zip(items, spans)]
     metrics = aggregate(task, records)
     metrics["seconds"] = round(time.perf_counter() - start, 3)
@@ -160,6 +162,7 @@ def run_generalization(
     batch_tokens: int = DEFAULT_BATCH_TOKENS,
     records_dir: str | Path | None = None,
     return_records: bool = False,
+    progress: bool = False,
 ) -> dict[str, dict]:
     """Evaluate several benchmarks; returns {task: metrics}.
 
@@ -177,7 +180,8 @@ def run_generalization(
     out: dict[str, dict] = {}
     for task in tasks:
         items = load_task(data_dir, task, limit=limits.get(task), mmlu_per_subject=mmlu_per_subject)
-        result = evaluate_mc(model, tokenizer, task, items, batch_size=batch_size, max_length=max_length, batch_tokens=batch_tokens)
+        result = evaluate_mc(model, tokenizer, task, items, batch_size=batch_size, max_length=max_length, batch_tokens=batch_tokens,
+                             progress=progress)
         out[task] = dict(result["metrics"])
         if return_records:
             out[task]["records"] = result["records"]

@@ -7,15 +7,15 @@ commas, `$`, a trailing `%`/unit/period, a unicode minus, decimals (`.5`, `18.00
 fractions (`3/4`, `\\frac{3}{4}`). Values are compared exactly as `fractions.Fraction`, so
 `18.00 == 18` and `3/4 == 0.75`, while `0.333` != `1/3` (GSM8K answers are exact).
 
-Why not HF `math-verify` (0.9.0, evaluated against this module's cases and GSM8K):
-- speed: about 1.2 ms per parse+verify even on short strings like "The answer is 18"; judging all
-  8,792 GSM8K golds took 10.5 s (12.3 s on the full solutions) against a few seconds allowed.
-  This module does the same in well under a second;
+Why not HF `math-verify` (0.9.0, evaluated against this module's cases and GSM8K; the timings
+are in docs/performance.md):
+- speed: it is about ten times slower per answer than this module, and build stages judge
+  thousands of answers;
 - correctness on the data: on the raw gold solutions it got 26 of 8,792 wrong, because its
   "answer" keyword heuristic matches words like "answered 43" and "answers ... 43200";
 - it does not read the unicode minus ("The answer is −5" gives no answer);
 - `parse` raises in any non-main thread (it times out with signal.alarm) unless the timeout is
-  switched off, and it pulls in latex2sympy2_extended + antlr4 + sympy (0.7 s import).
+  switched off, and it pulls in latex2sympy2_extended + antlr4 + sympy at import.
 Its strength, symbolic LaTeX equivalence, is not needed for integer/decimal GSM8K answers.
 """
 

@@ -1,25 +1,23 @@
-"""Flax NNX ports of Llama-family causal LMs that load and export Hugging Face checkpoints."""
+"""Flax NNX ports of Llama-family causal LMs that load and export Hugging Face checkpoints.
 
-from s3ft_jax.models.config import ModelConfig
-from s3ft_jax.models.llama import ForwardSpec, LlamaForCausalLM, forward
-from s3ft_jax.models.loading import (
-    DEFAULT_MODEL,
-    flat_params,
-    from_pretrained,
-    load_tokenizer,
-    resolve_model_path,
-    save_pretrained,
-)
+The names below are loaded on first use, so that light submodules (`embedded`, `config`) can
+be imported without JAX: the CLI's first-second checks need them and nothing else.
+"""
 
-__all__ = [
-    "DEFAULT_MODEL",
-    "ForwardSpec",
-    "LlamaForCausalLM",
-    "ModelConfig",
-    "flat_params",
-    "forward",
-    "from_pretrained",
-    "load_tokenizer",
-    "resolve_model_path",
-    "save_pretrained",
-]
+from s3ft_jax.lazy import lazy_exports
+
+_EXPORTS = {
+    "ModelConfig": "config",
+    "ForwardSpec": "llama",
+    "LlamaForCausalLM": "llama",
+    "forward": "llama",
+    "DEFAULT_MODEL": "loading",
+    "flat_params": "loading",
+    "from_pretrained": "loading",
+    "load_tokenizer": "loading",
+    "resolve_model_path": "loading",
+    "save_pretrained": "loading",
+}
+__all__ = sorted(_EXPORTS)
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

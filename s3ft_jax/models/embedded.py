@@ -27,6 +27,7 @@ import numpy as np
 from s3ft_jax.errors import ModelError
 from s3ft_jax.models.safetensors_io import save_file
 from s3ft_jax.paths import s3ft_home
+from s3ft_jax.progress import progress_bar
 
 logger = logging.getLogger("s3ft_jax")
 
@@ -129,7 +130,9 @@ def _weights(reader, config: dict) -> dict[str, np.ndarray]:
     from gguf.quants import dequantize
 
     out = {}
+    bar = progress_bar(len(reader.tensors), desc="build model", unit="tensor")
     for t in reader.tensors:
+        bar.update()
         # GGUF lists dimensions fastest-first; numpy wants them in the reverse order.
         shape = tuple(int(d) for d in reversed(t.shape))
         w = np.ascontiguousarray(dequantize(t.data, t.tensor_type).reshape(shape), dtype=np.float32)
@@ -139,6 +142,7 @@ def _weights(reader, config: dict) -> dict[str, np.ndarray]:
         elif name.endswith("k_proj.weight"):
             w = _unpermute_rope(w, config["num_key_value_heads"])
         out[name] = np.ascontiguousarray(w)
+    bar.close()
     out.pop("lm_head.weight", None)  # tied to the embeddings (absent in this file anyway)
     return out
 

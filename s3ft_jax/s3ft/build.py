@@ -104,10 +104,9 @@ class Builder:
 
     def examples(self) -> list[Example]:
         if self._examples is None:
-            from s3ft_jax.tasks.data import resolve_data_dir
+            from s3ft_jax.tasks import load_examples
 
-            data_dir = None if self.config.task.name == "custom" and not _needs_data_dir(self.config) else resolve_data_dir(self.config.data.data_dir)
-            examples = self.task.load(data_dir, self.split)
+            examples = load_examples(self.config, self.task, self.split)
             if self.limit:
                 examples = examples[: self.limit]
             if not examples:
@@ -283,11 +282,6 @@ def build(config, method: str, *, stage_dir: Path, out_dir: Path, builder: Build
     rows = builder.dataset(method)
     path, stats = write_dataset(method, rows, out_dir)
     return BuildResult(method, path, stats, list(builder.stages))
-
-
-def _needs_data_dir(config) -> bool:
-    custom = config.task.custom
-    return any(p and not p.startswith(("/", "hf:", "tfds:")) for p in (custom.train, custom.test))
 
 
 def format_summary(results: Sequence[BuildResult], stages: Sequence[StageLog]) -> str:

@@ -47,7 +47,7 @@ def target_logprobs(model, tokenizer, dataset: Path, out_dir: Path, *, batch_siz
             continuation = tokenizer(target, add_special_tokens=False)["input_ids"] + [eos]
             requests.append((context, continuation))
             keys.append((row["id"], source, len(continuation)))
-    scores = score_tokens(model, requests, batch_size=batch_size, pad_id=tokenizer.pad_token_id or 0)
+    scores = score_tokens(model, requests, batch_size=batch_size, pad_id=tokenizer.pad_token_id or 0, progress="logprobs")
     per_example: dict[str, dict] = {}
     for (rid, source, n), (logp, _) in zip(keys, scores):
         per_example.setdefault(rid, {})[source] = {"logprob": logp, "tokens": n}

@@ -24,6 +24,7 @@ from pathlib import Path
 import jax
 
 from s3ft_jax.errors import S3FTError
+from s3ft_jax.progress import progress_bar
 from s3ft_jax.sampling.queue import read_done, rewrite_in_order
 
 log = logging.getLogger(__name__)
@@ -138,11 +139,7 @@ def resumable_map(
     todo = [n for n, i in enumerate(ids) if json.dumps(i) not in done]
     writer = jax.process_index() == 0
     if todo:
-        bar = None
-        if progress and writer:
-            from tqdm import tqdm
-
-            bar = tqdm(total=len(ids), initial=len(ids) - len(todo), desc=desc, unit="ex", dynamic_ncols=True)
+        bar = progress_bar(len(ids), initial=len(ids) - len(todo), desc=desc, unit="ex", enabled=progress)
         output.parent.mkdir(parents=True, exist_ok=True)
         with open(output, "a", encoding="utf-8") if writer else open(os.devnull, "w") as f:
             for start in range(0, len(todo), batch_size):
@@ -154,10 +151,8 @@ def resumable_map(
                 f.flush()
                 if writer:
                     os.fsync(f.fileno())
-                if bar is not None:
-                    bar.update(len(chunk))
-        if bar is not None:
-            bar.close()
+                bar.update(len(chunk))
+        bar.close()
     rows = [done[json.dumps(i)] for i in ids]
     if writer and (todo or extra or not output.exists()):
         rewrite_in_order(output, rows + [done[k] for k in extra])

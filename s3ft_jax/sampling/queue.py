@@ -23,6 +23,7 @@ from pathlib import Path
 import jax
 
 from s3ft_jax.errors import S3FTError
+from s3ft_jax.progress import progress_bar
 from s3ft_jax.sampling.chat import render_chat
 from s3ft_jax.sampling.sampler import Generation, generate_batches
 
@@ -132,11 +133,7 @@ def run_queue(
         raise S3FTError(f"{output} holds results for ids not in {input_path} (e.g. {sorted(unknown)[0]}); use another output path")
     todo = [i for i, pid in enumerate(ids) if json.dumps(pid) not in done]
     writer = jax.process_index() == 0
-    bar = None
-    if progress and writer and todo:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(todo), unit="prompt", desc="generate", dynamic_ncols=True)
+    bar = progress_bar(len(todo), unit="prompt", desc="generate", enabled=progress and bool(todo))
     start, tokens = time.perf_counter(), 0
     if todo:
         if writer:
@@ -158,13 +155,11 @@ def run_queue(
                 out.write("".join(lines))
                 out.flush()
                 os.fsync(out.fileno()) if writer else None
-                if bar is not None:
-                    bar.update(len(batch))
-                    bar.set_postfix(tok_s=f"{tokens / (time.perf_counter() - start):.1f}")
+                bar.update(len(batch))
+                bar.set_postfix(tok_s=f"{tokens / (time.perf_counter() - start):.1f}")
                 if after_batch is not None:
                     after_batch(n)
-    if bar is not None:
-        bar.close()
+    bar.close()
     if writer:
         known = {json.dumps(i) for i in ids}
         rewrite_in_order(output, [done[json.dumps(i)] for i in ids] + [row for key, row in done.items() if key not in known])

@@ -34,4 +34,15 @@ def get_task(config) -> Task:
     return dataclasses.replace(task, prompts=prompts, stop=tuple(dict.fromkeys((*task.stop, *config.sampling.stop))))
 
 
-__all__ = ["TASKS", "Example", "Task", "TaskPrompts", "get_task"]
+def load_examples(config, task: Task, split: str) -> list[Example]:
+    """`split` of the configured task. One rule for every command: relative files are found in
+    the data directory (`data.data_dir`, else $S3FT_DATA_DIR), which a custom task whose files
+    are all absolute (or hf:/tfds:) does not need."""
+    from s3ft_jax.tasks.data import resolve_data_dir
+
+    custom = config.task.custom
+    needs_dir = task.name != "custom" or any(p and not p.startswith(("/", "hf:", "tfds:")) for p in (custom.train, custom.test))
+    return task.load(resolve_data_dir(config.data.data_dir) if needs_dir else None, split)
+
+
+__all__ = ["TASKS", "Example", "Task", "TaskPrompts", "get_task", "load_examples"]

@@ -16,7 +16,7 @@ from typing import Any
 
 from s3ft_jax.errors import ConfigError
 
-# The paper (S3FT.md) shows the gold as a reference answer and asks for the model's own
+# The paper (arXiv:2502.08130) shows the gold as a reference answer and asks for the model's own
 # response in the same format as a prediction.
 PARAPHRASE_SUFFIX = (
     "\n\nReference answer:\n{reference}\n\n"

@@ -1,8 +1,11 @@
-"""Reading task data: local JSONL/CSV files (through HF `datasets`), hub names, or TFDS.
+"""Reading task data: local JSONL/JSON/CSV files, hub names, or TFDS.
 
 A source is one of
-- a path (absolute, or relative to the data directory) ending in .jsonl/.json/.csv;
-- `hf:NAME[:CONFIG]`, a Hugging Face hub dataset (needs a reachable hub or a warm HF cache);
+- a path (absolute, or relative to the data directory) ending in .jsonl/.json/.csv, read with
+  the standard library (HF `datasets` would cost seconds of import and write an Arrow cache
+  for files we read once);
+- `hf:NAME[:CONFIG]`, a Hugging Face hub dataset through `datasets` (needs a reachable hub or a
+  warm HF cache);
 - `tfds:NAME[:CONFIG]`, a TensorFlow Datasets builder (the optional `tfds` extra), e.g. read
   from a TFDS data dir on a TPU VM (`TFDS_DATA_DIR`).
 Rows come back as plain dicts; tasks map their fields.
@@ -10,15 +13,13 @@ Rows come back as plain dicts; tasks map their fields.
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 from pathlib import Path
 
 from s3ft_jax.errors import S3FTError
 from s3ft_jax.paths import data_dir as default_data_dir
-
-_LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv"}
-
 
 def resolve_data_dir(configured: str | None) -> Path:
     path = default_data_dir(configured or None)
@@ -42,20 +43,51 @@ def load_table(source: str, *, data_dir: Path | None = None, split: str = "train
         path = Path(data_dir) / path
     if not path.is_file():
         raise S3FTError(f"missing data file {path}")
-    kind = _LOCAL_FORMATS.get(path.suffix.lower())
-    if kind is None:
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        rows = read_jsonl(path)
+    elif suffix == ".json":
+        rows = _read_json(path)
+    elif suffix == ".csv":
+        rows = _read_csv(path)
+    else:
         raise S3FTError(f"{path}: unsupported data file type (use .jsonl, .json or .csv)")
-    if kind == "json" and path.suffix.lower() == ".jsonl":
-        read_jsonl(path)  # line-numbered errors; `datasets` only says "failed to parse"
-    import datasets
+    return _union_columns(rows)
 
-    datasets.disable_progress_bars()
-    logging.getLogger("datasets").setLevel(logging.ERROR)
+
+def _read_json(path: Path) -> list[dict]:
+    """A JSON array of objects, or JSON lines under a .json name (as `datasets` accepts)."""
     try:
-        table = datasets.load_dataset(kind, data_files=str(path), split="train")
-    except Exception as e:  # datasets raises many types; the user needs the file and reason
-        raise S3FTError(f"cannot read {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-    return table.to_list()
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        if e.msg == "Extra data":
+            return read_jsonl(path)
+        raise S3FTError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    if isinstance(data, dict):
+        data = [data]
+    if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
+        raise S3FTError(f"{path}: expected a JSON array of objects (or one object per line)")
+    return data
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames:
+            raise S3FTError(f"{path}: empty CSV file (the first line must name the columns)")
+        rows = []
+        for row in reader:
+            if None in row:  # more cells than header names
+                raise S3FTError(f"{path}:{reader.line_num}: more values than the header's {len(reader.fieldnames)} columns")
+            rows.append(row)
+    return rows
+
+
+def _union_columns(rows: list[dict]) -> list[dict]:
+    """Every row gets every column (None where missing), as a table reader gives them."""
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    return [row if len(row) == len(columns) else {k: row.get(k) for k in columns} for row in rows]
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -83,6 +115,8 @@ def iter_jsonl(path: Path, missing: str = "missing data file {path}"):
 def _load_hub(name: str, split: str) -> list[dict]:
     import datasets
 
+    datasets.disable_progress_bars()
+    logging.getLogger("datasets").setLevel(logging.ERROR)
     repo, _, config = name.partition(":")
     try:
         return datasets.load_dataset(repo, config or None, split=split).to_list()

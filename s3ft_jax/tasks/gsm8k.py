@@ -14,7 +14,7 @@ from s3ft_jax.tasks.data import load_table
 
 SPLITS = ("train", "test")
 
-# The paper's prediction/training prompt (S3FT.md). `{{answer}}` is a literal placeholder.
+# The paper's prediction/training prompt (arXiv:2502.08130). `{{answer}}` is a literal placeholder.
 PREDICTION_PROMPT = (
     "You are an expert in math. Answer the following question step by step. "
     "Your final answer should be an integer at the end, formatted as: The answer is {{answer}}\n\n"

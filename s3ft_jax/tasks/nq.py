@@ -1,7 +1,7 @@
 """NQ-open: short factual answers, judged by an LLM (or SQuAD-style heuristics).
 
 Test: the standard NQ-open dev set (3,610). Train pool: the EfficientQA dev and test files
-(1,800 + 1,769), same distribution and disjoint from dev (S3FT.md).
+(1,800 + 1,769), same distribution and disjoint from dev (arXiv:2502.08130).
 """
 
 from __future__ import annotations
