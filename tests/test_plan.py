@@ -66,6 +66,17 @@ def test_plan_errors_are_one_line(tiny_config, capsys, monkeypatch):
     assert "install the plan extra: pip install -e '.[plan]'" in capsys.readouterr().err
 
 
+def test_compiler_out_of_memory_is_one_line():
+    from s3ft_jax.plan import _oom_line
+
+    v5e = parse_slice("v5e-8")
+    message = "RESOURCE_EXHAUSTED: XLA:TPU compile permanent error. Ran out of memory in memory space hbm. Used 16.03G of 15.75G hbm.\nmore"
+    assert _oom_line(message, v5e, 16 << 30) == ("needs 16.03 GiB per chip, v5e has 15.75 GiB usable", int(16.03 * 2**30))
+    message = "RESOURCE_EXHAUSTED: Program HLO temporaries (28.40G) exceeds available HBM (15.75G)"
+    assert _oom_line(message, v5e, 16 << 30)[0] == "needs 28.40 GiB per chip for temporaries alone, v5e has 15.75 GiB usable"
+    assert _oom_line("RESOURCE_EXHAUSTED: something new\ndetails", v5e, 16 << 30) == ("RESOURCE_EXHAUSTED: something new", 0)
+
+
 def test_slice_names_count_chips_or_cores():
     assert (parse_slice("v5e-8").chips, parse_slice("v5e-8").bounds) == (8, (2, 4))
     assert (parse_slice("v4-8").chips, parse_slice("v4-8").bounds) == (4, (2, 2, 1))

@@ -54,14 +54,16 @@ def _oom_line(message: str, target: Slice, budget: int) -> tuple[str, int]:
         m = re.fullmatch(r"([\d.]+)\s*([KMGT])i?B?", text.strip())
         return int(float(m.group(1)) * units[m.group(2)]) if m else 0
 
-    needed = 0
-    for pattern in (r"Used ([\d.]+\s*[KMGT]i?B?) of ([\d.]+\s*[KMGT]i?B?) hbm", r"\(([\d.]+\s*[KMGT]i?B?)\) exceeds available HBM \(([\d.]+\s*[KMGT]i?B?)\)"):
+    patterns = (
+        (r"Used ([\d.]+\s*[KMGT]i?B?) of ([\d.]+\s*[KMGT]i?B?) hbm", ""),
+        (r"HLO temporaries \(([\d.]+\s*[KMGT]i?B?)\) exceeds available HBM \(([\d.]+\s*[KMGT]i?B?)\)", " for temporaries alone"),
+    )
+    for pattern, what in patterns:
         m = re.search(pattern, message)
-        if m:
-            needed = size(m.group(1))
-            break
-    if needed:
-        return f"needs {_size(needed)} per chip, {target.chip.name} has {_size(budget)}", needed
+        if m and size(m.group(1)):
+            # The compiler's own figure for what a program may use (v5e: 15.75 of 16 GiB).
+            needed, usable = size(m.group(1)), size(m.group(2)) or budget
+            return f"needs {_size(needed)} per chip{what}, {target.chip.name} has {_size(usable)} usable", needed
     first = next((line.strip() for line in message.splitlines() if line.strip()), "compile failed")
     return first[:200], 0
 
@@ -93,7 +95,7 @@ def _compile(program, config, target: Slice) -> PlanRow:
 
 
 def _size(n: float) -> str:
-    return f"{n / GIB:.1f} GiB" if n >= GIB / 10 else f"{n / 2**20:.2f} MiB"
+    return f"{n / GIB:.2f} GiB" if n >= GIB / 10 else f"{n / 2**20:.2f} MiB"
 
 
 def _candidates(config, program: str, devices: int) -> list[tuple[str, dict]]:
