@@ -53,6 +53,7 @@ def test_oversized_program_is_reported_with_checked_fixes(tiny_config):
     assert "| score |" in table and "| no |" in table and "score does not fit: needs" in table
 
 
+@pytest.mark.fast
 def test_plan_errors_are_one_line(tiny_config, capsys, monkeypatch):
     assert main(["plan", *tiny_config, "--config.plan.topology=v5e-7"]) == 2
     assert re.fullmatch(r"s3ft: error: unknown TPU slice 'v5e-7': v5e slices are v5e-1, .*v5e-256\n", capsys.readouterr().err)
@@ -66,6 +67,7 @@ def test_plan_errors_are_one_line(tiny_config, capsys, monkeypatch):
     assert "install the plan extra: pip install -e '.[plan]'" in capsys.readouterr().err
 
 
+@pytest.mark.fast
 def test_compiler_out_of_memory_is_one_line():
     from s3ft_jax.plan import _oom_line
 
@@ -77,6 +79,7 @@ def test_compiler_out_of_memory_is_one_line():
     assert _oom_line("RESOURCE_EXHAUSTED: something new\ndetails", v5e, 16 << 30) == ("RESOURCE_EXHAUSTED: something new", 0)
 
 
+@pytest.mark.fast
 def test_slice_names_count_chips_or_cores():
     assert (parse_slice("v5e-8").chips, parse_slice("v5e-8").bounds) == (8, (2, 4))
     assert (parse_slice("v4-8").chips, parse_slice("v4-8").bounds) == (4, (2, 2, 1))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import re
 import time
 
@@ -191,7 +192,11 @@ def _seconds(s: float) -> str:
 def format_table(config, target: Slice, cfg, rows: list[PlanRow]) -> str:
     """The plan as a Markdown table, with the non-fitting programs' fixes below it."""
     budget = _budget(config, target)
-    mesh = f"data {config.mesh.data} x fsdp {config.mesh.fsdp} x tensor {config.mesh.tensor}"
+    sizes = {"data": config.mesh.data, "fsdp": config.mesh.fsdp, "tensor": config.mesh.tensor}
+    rest = [k for k, v in sizes.items() if v == -1]
+    if rest:  # "all remaining devices", as make_mesh resolves it
+        sizes[rest[0]] = target.chips // max(1, -math.prod(sizes.values()))
+    mesh = " x ".join(f"{k} {v}" for k, v in sizes.items())
     head = (
         f"{target.name}: {target.chips} x {target.chip.name}, {budget / GIB:.0f} GiB HBM per chip; "
         f"model {config.plan.model or config.model.name} ({cfg.num_layers} layers, hidden {cfg.hidden_size}), "
