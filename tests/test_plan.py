@@ -59,7 +59,7 @@ def test_plan_errors_are_one_line(tiny_config, capsys, monkeypatch):
     assert re.fullmatch(r"s3ft: error: unknown TPU slice 'v5e-7': v5e slices are v5e-1, .*v5e-256\n", capsys.readouterr().err)
     assert main(["plan", *tiny_config]) == 2
     assert "set --config.plan.topology" in capsys.readouterr().err
-    assert main(["plan", "--config.plan.topology=v5e-8", "--config.plan.model=gpt-9"]) == 2
+    assert main(["plan", "--config.plan.topology=cpu-8", "--config.plan.model=gpt-9"]) == 2
     assert "no model shapes for 'gpt-9'" in capsys.readouterr().err
     # Without libtpu, a TPU slice names the extra to install.
     monkeypatch.setitem(__import__("sys").modules, "libtpu", None)

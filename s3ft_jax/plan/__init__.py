@@ -147,8 +147,8 @@ def plan(config, *, log=print) -> tuple[Slice, object, list[PlanRow]]:
     unknown = sorted(set(p.programs) - set(programs_lib.PROGRAMS))
     if unknown or not p.programs:
         raise ConfigError(f"plan.programs takes {', '.join(programs_lib.PROGRAMS)}; got {tuple(p.programs)!r}")
+    devices = _devices(target)  # before the model: a missing libtpu is reported at once
     cfg = model_config(p.model or config.model.name)
-    devices = _devices(target)
     platform = "cpu" if target.chip.name == "cpu" else "tpu"
 
     def compile_all(cfg_, names):
