@@ -25,6 +25,7 @@ commands:
   train    fine-tune (LoRA or full) on a JSONL of prompt/target rows, resumable
   export   write the trained model (LoRA merged) as a Hugging Face directory
   config   print the resolved configuration
+  plan     compile the programs for a TPU slice (--config.plan.topology=v5e-8): memory, fits, FLOPs
 
 `s3ft COMMAND --help` lists the config keys a command reads, with their defaults.
 
@@ -70,6 +71,12 @@ COMMAND_HELP = {
                ("workdir", "model", "mesh", "train", "lora", "export"),
                "s3ft export --config.workdir=runs/x --config.export.output=runs/x/hf"),
     "config": ("Print the resolved configuration.", (), "s3ft config --config=configs/paper.py:gsm8k"),
+    "plan": ("Compile the training step, the sampler's prefill and decode step and log-likelihood scoring "
+             "for a TPU slice (plan.topology) without weights or a TPU: per-chip memory against HBM, fits "
+             "or not, FLOPs and time at peak, and the changes that make a program fit. TPU slices need "
+             "the plan extra (libtpu).",
+             ("model", "mesh", "sampling", "train", "lora", "eval", "plan"),
+             "s3ft plan --config=configs/paper.py:gsm8k --config.plan.topology=v5e-8"),
 }
 
 
@@ -150,6 +157,7 @@ COMMANDS = {
     "config": commands.config,
     "generate": commands.generate,
     "logprobs": commands.logprobs,
+    "plan": commands.plan,
 }
 
 

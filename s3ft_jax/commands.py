@@ -124,3 +124,12 @@ def export(config) -> None:
     from s3ft_jax.training import export_hf
 
     print(f"exported to {export_hf(config)}")
+
+
+def plan(config) -> None:
+    import sys
+
+    from s3ft_jax.plan import format_table, plan as make_plan
+
+    target, cfg, rows = make_plan(config, log=lambda line: print(line, file=sys.stderr))
+    print(format_table(config, target, cfg, rows))

@@ -168,6 +168,16 @@ def base_config() -> ml_collections.ConfigDict:
     c.export = ml_collections.ConfigDict()
     c.export.output = ""  # empty: <workdir>/export
     c.export.dtype = ""  # empty: the base checkpoint's dtype (float32 if it names none)
+
+    # `s3ft plan`: compile the programs ahead of time for a TPU slice (no weights, no TPU).
+    c.plan = ml_collections.ConfigDict()
+    c.plan.topology = ""  # v5e-8 | v4-8 | v5p-8 | v6e-8 | v5e-256 | ... | cpu-8 (this host's CPU devices)
+    c.plan.model = ""  # shapes: a preset (mistral-7b, llama-3.1-8b, qwen2.5-7b, llama-3.2-1b), a dir or config.json; empty: model.name
+    c.plan.programs = ("train", "prefill", "decode", "score")
+    c.plan.prompt_length = 256  # sampler prompts (the cache holds these plus sampling.max_new_tokens)
+    c.plan.score_length = 0  # scoring requests' tokens; 0: train.max_length
+    c.plan.hbm_gib = 0.0  # the per-chip budget; 0: the chip's HBM
+    c.plan.suggest = True  # compile the changes that would make a non-fitting program fit
     return c
 
 
@@ -213,6 +223,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if not all(isinstance(s, str) and s for s in sampling.stop):
         raise ConfigError(f"sampling.stop must be a tuple of non-empty strings, got {sampling.stop!r}")
     _validate_train(config)
+    if config.plan.prompt_length <= 0 or config.plan.score_length < 0 or config.plan.hbm_gib < 0:
+        raise ConfigError("plan.prompt_length must be positive, plan.score_length and plan.hbm_gib >= 0")
     return config
 
 

@@ -37,7 +37,7 @@ def check(command: str, config) -> None:
     for path, what in _read_files(command, config):
         if not Path(path).is_file():
             raise S3FTError(f"{what} {path} not found")
-    if command not in ("report", "config"):
+    if command not in ("report", "config", "plan"):  # plan reads shapes only (a preset or config.json)
         check_model_name(config.model.name)
 
 

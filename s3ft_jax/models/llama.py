@@ -172,6 +172,14 @@ class ForwardSpec:
     # jax.nn.dot_product_attention with causal masking and key lengths: right-padded rows of
     # one segment each, no sliding window.
     attention: str = "xla"
+    # The platform the program is compiled for ("cpu", "tpu", "gpu"); empty: this process's
+    # default backend. Variants picked per platform (decode attention here, the LM-head chunk
+    # in training) follow it, so `s3ft plan` compiles what a TPU would run from a CPU host.
+    platform: str = ""
+
+    @property
+    def backend(self) -> str:
+        return self.platform or jax.default_backend()
 
     def constrain(self, x: jax.Array, *logical: str | None) -> jax.Array:
         if self.mesh is None:
@@ -486,7 +494,7 @@ def decoder_layer(p: dict, spec: ForwardSpec, x, cos, sin, mask, cache=None, wri
     if cache is None:
         attn = attend_causal_blocks(q, k, v, mask)
     else:
-        attn = attend(q, k.astype(q.dtype), v.astype(q.dtype), mask)
+        attn = attend(q, k.astype(q.dtype), v.astype(q.dtype), mask, by_reduction=q.shape[1] == 1 and spec.backend == "cpu")
     return _mlp_block(p, spec, x, attn), new_cache
 
 

@@ -19,7 +19,7 @@ from s3ft_jax.errors import ModelError
 from s3ft_jax.models import embedded
 from s3ft_jax.models.config import ModelConfig
 from s3ft_jax.models.llama import LlamaForCausalLM, param_logical_axes, param_shapes
-from s3ft_jax.models.weights import export_tensors, load_array, open_checkpoint, plan_load, write_checkpoint
+from s3ft_jax.models.weights import export_entries, load_array, open_checkpoint, plan_load, to_hf_layout, write_checkpoint
 from s3ft_jax.sharding import DEFAULT_RULES, ShardingRules
 
 log = logging.getLogger("s3ft_jax")
@@ -153,14 +153,25 @@ def save_pretrained(
     if extra:
         raise ModelError(f"parameter {extra[0]!r} has no HF equivalent (merge LoRA adapters before export)")
     storage = to_dtype(dtype) if dtype is not None else jnp.dtype(next(iter(params.values())).dtype)
-    host = {k: np.asarray(_gather(v)).astype(storage) for k, v in params.items()}
+    entries = export_entries({k: v.shape for k, v in params.items()}, cfg)
+
+    def tensors():
+        # One tensor (one layer of a stacked parameter) gathered to the host at a time. Every
+        # process takes part in each gather (a collective on a multi-host mesh); only process 0
+        # writes.
+        for _, _, ours, layer in entries:
+            value = params[ours] if layer is None else params[ours][layer]
+            yield to_hf_layout(ours, np.asarray(_gather(value)).astype(storage), cfg)
+
     if jax.process_index() != 0:
+        for _ in tensors():
+            pass
         return out
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        write_checkpoint(export_tensors(host, cfg), tmp, max_shard_bytes)
+        write_checkpoint([(name, shape, storage) for name, shape, _, _ in entries], tensors(), tmp, max_shard_bytes)
         hf = cfg.hf_config
         hf["torch_dtype"] = hf["dtype"] = str(np.dtype(storage).name)
         (tmp / "config.json").write_text(json.dumps(hf, indent=2, sort_keys=True))

@@ -1,10 +1,11 @@
-"""Minimal safetensors reader/writer on numpy memory maps.
+"""Safetensors files: slice reads through the `safetensors` package, and a streaming writer.
 
-The `safetensors` package's numpy backend cannot return bfloat16 tensors, and most real
-checkpoints are bfloat16. The format is a length-prefixed JSON header followed by raw
-little-endian bytes, so we read each tensor on demand with a plain positioned read: a loader
-holds only the parameter it is placing, and (unlike a memory map, whose touched pages count
-towards the process's resident memory until unmapped) nothing of the file stays resident.
+Loading reads each device's slice of a tensor, never the whole tensor per device:
+`safe_open(...).get_slice(name)[index]` copies only the requested elements out of a memory
+map (docs/performance.md has the measurement). A file is opened per read and closed right
+after, so the pages a read touched are unmapped again and the process's resident memory stays
+near the slices it holds. The writer takes the header (names, shapes, dtypes) first and then
+the arrays one at a time, so an export never holds more than one tensor on the host.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from __future__ import annotations
 import json
 import os
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import ml_dtypes
 import numpy as np
+from safetensors import SafetensorError, safe_open
 
 from s3ft_jax.errors import ModelError
 
@@ -38,44 +40,35 @@ SINGLE_FILE = "model.safetensors"
 
 
 class SafetensorsFile:
-    """Lazy, read-only view of one .safetensors file."""
+    """Read-only view of one .safetensors file: names and shapes up front, data on demand."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         try:
-            size = self.path.stat().st_size
-            with open(self.path, "rb") as f:
-                (header_len,) = struct.unpack("<Q", f.read(8))
-                if header_len > size - 8:
-                    raise ValueError("header longer than the file")
-                header = json.loads(f.read(header_len))
-        except (OSError, ValueError, struct.error) as e:
-            raise ModelError(f"cannot read safetensors file {self.path}: {e}") from None
-        header.pop("__metadata__", None)
-        self._header = header
-        self._data_start = 8 + header_len
-        for name, info in header.items():
-            start, end = info["data_offsets"]
-            if self._data_start + end > size:
-                raise ModelError(f"safetensors file {self.path} is truncated (tensor {name!r})")
+            with safe_open(self.path, framework="numpy") as f:
+                slices = {name: f.get_slice(name) for name in f.keys()}
+                self._info = {name: (tuple(s.get_shape()), s.get_dtype()) for name, s in slices.items()}
+        except (OSError, SafetensorError) as e:
+            raise ModelError(f"cannot read safetensors file {self.path} (truncated or not safetensors?): {e}") from None
 
     def keys(self) -> list[str]:
-        return list(self._header)
+        return list(self._info)
 
     def shape(self, name: str) -> tuple[int, ...]:
-        return tuple(self._header[name]["shape"])
+        return self._info[name][0]
 
     def get(self, name: str) -> np.ndarray:
-        info = self._header[name]
-        dtype = _DTYPES.get(info["dtype"])
-        if dtype is None:
-            raise ModelError(f"tensor {name!r} in {self.path} has unsupported dtype {info['dtype']}")
-        start, end = info["data_offsets"]
-        shape = tuple(info["shape"])
-        if end == start:
-            return np.zeros(shape, dtype)
-        count = (end - start) // dtype.itemsize
-        return np.fromfile(self.path, dtype=dtype, count=count, offset=self._data_start + start).reshape(shape)
+        return self.read(name, None)
+
+    def read(self, name: str, index: tuple[slice, ...] | None) -> np.ndarray:
+        """The tensor, or its `index` (a tuple of unit-step slices): only those bytes are copied."""
+        dtype = self._info[name][1]
+        if dtype not in _DTYPES:
+            raise ModelError(f"tensor {name!r} in {self.path} has unsupported dtype {dtype}")
+        with safe_open(self.path, framework="numpy") as f:
+            if index is None:
+                return np.asarray(f.get_tensor(name))
+            return np.asarray(f.get_slice(name)[index])
 
 
 def open_checkpoint(model_dir: str | os.PathLike) -> dict[str, SafetensorsFile]:
@@ -101,19 +94,30 @@ def open_checkpoint(model_dir: str | os.PathLike) -> dict[str, SafetensorsFile]:
 
 
 def save_file(tensors: Iterable[tuple[str, np.ndarray]], path: str | os.PathLike, metadata: dict | None = None) -> None:
-    """Write tensors (name, array) to one .safetensors file, streaming them to disk."""
-    items = [(name, np.ascontiguousarray(arr)) for name, arr in tensors]
+    """Write tensors (name, array), all already in memory, to one .safetensors file."""
+    items = [(name, np.asarray(arr)) for name, arr in tensors]
+    write_file([(name, arr.shape, arr.dtype) for name, arr in items], (arr for _, arr in items), path, metadata)
+
+
+def write_file(entries: Sequence[tuple[str, Sequence[int], np.dtype]], arrays: Iterator[np.ndarray], path, metadata: dict | None = None) -> None:
+    """Write one .safetensors file from its header entries (name, shape, dtype) and then the
+    arrays in the same order, each written as it arrives and then dropped."""
     header: dict = {"__metadata__": metadata or {"format": "pt"}}
     offset = 0
-    for name, arr in items:
-        if arr.dtype not in _NAMES:
-            raise ModelError(f"cannot save tensor {name!r} of dtype {arr.dtype}")
-        header[name] = {"dtype": _NAMES[arr.dtype], "shape": list(arr.shape), "data_offsets": [offset, offset + arr.nbytes]}
-        offset += arr.nbytes
+    for name, shape, dtype in entries:
+        dtype = np.dtype(dtype)
+        if dtype not in _NAMES:
+            raise ModelError(f"cannot save tensor {name!r} of dtype {dtype}")
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        header[name] = {"dtype": _NAMES[dtype], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)  # the spec aligns tensor data to 8 bytes
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(blob)))
         f.write(blob)
-        for _, arr in items:
-            f.write(arr.tobytes(order="C"))
+        for name, shape, dtype in entries:
+            arr = np.ascontiguousarray(next(arrays))
+            if arr.shape != tuple(shape) or arr.dtype != np.dtype(dtype):
+                raise ModelError(f"tensor {name!r}: got {arr.dtype}{list(arr.shape)}, the header says {np.dtype(dtype)}{list(shape)}")
+            f.write(arr.reshape(-1).view(np.uint8).data)  # raw bytes, no copy (bfloat16 has no buffer format)

@@ -18,39 +18,59 @@ import numpy as np
 
 from s3ft_jax.errors import ModelError
 from s3ft_jax.models.config import ModelConfig
-from s3ft_jax.models.safetensors_io import INDEX_FILE, SINGLE_FILE, open_checkpoint, save_file
+from s3ft_jax.models.safetensors_io import INDEX_FILE, SINGLE_FILE, open_checkpoint, write_file
+
+
+Index = tuple[slice, ...]
 
 
 @dataclasses.dataclass(frozen=True)
 class Layout:
-    """A pair of inverse transforms between HF's tensor layout and ours."""
+    """A pair of inverse transforms between HF's tensor layout and ours, and `hf_index`: which
+    part of the HF tensor holds a slice of ours. It gives (the HF slice to read, the index to
+    take of its to_ours result); the second is all-slices except where a slice of ours is
+    not one contiguous HF range (part of a head's dims), where a covering range is read."""
 
     to_ours: Callable[[np.ndarray, ModelConfig], np.ndarray]
     to_hf: Callable[[np.ndarray, ModelConfig], np.ndarray]
+    hf_index: Callable[[Index, ModelConfig], tuple[Index, Index]]
 
 
-def _heads_in(n_heads: Callable[[ModelConfig], int]) -> Layout:
+def _whole_heads(heads: slice, c: ModelConfig) -> slice:
+    # Rows heads.start*Dh .. heads.stop*Dh of a [heads*head_dim, ...] HF tensor.
+    return slice(heads.start * c.head_dim, heads.stop * c.head_dim)
+
+
+_ALL = slice(None)
+
+
+def _heads_in() -> Layout:
     # HF q/k/v: [heads*head_dim, embed] -> ours [embed, heads, head_dim]
     return Layout(
-        to_ours=lambda w, c: w.T.reshape(w.shape[1], n_heads(c), c.head_dim),
+        to_ours=lambda w, c: w.T.reshape(w.shape[1], -1, c.head_dim),
         to_hf=lambda w, c: w.reshape(w.shape[0], -1).T,
+        hf_index=lambda i, c: ((_whole_heads(i[1], c), i[0]), (_ALL, _ALL, i[2])),
     )
 
 
-def _heads_bias(n_heads: Callable[[ModelConfig], int]) -> Layout:
-    return Layout(to_ours=lambda b, c: b.reshape(n_heads(c), c.head_dim), to_hf=lambda b, c: b.reshape(-1))
+def _heads_bias() -> Layout:
+    return Layout(
+        to_ours=lambda b, c: b.reshape(-1, c.head_dim),
+        to_hf=lambda b, c: b.reshape(-1),
+        hf_index=lambda i, c: ((_whole_heads(i[0], c),), (_ALL, i[1])),
+    )
 
 
-SAME = Layout(lambda w, c: w, lambda w, c: w)
-TRANSPOSE = Layout(lambda w, c: w.T, lambda w, c: w.T)
-Q_IN = _heads_in(lambda c: c.num_heads)
-KV_IN = _heads_in(lambda c: c.num_kv_heads)
-Q_BIAS = _heads_bias(lambda c: c.num_heads)
-KV_BIAS = _heads_bias(lambda c: c.num_kv_heads)
+SAME = Layout(lambda w, c: w, lambda w, c: w, lambda i, c: (i, ()))
+TRANSPOSE = Layout(lambda w, c: w.T, lambda w, c: w.T, lambda i, c: (i[::-1], ()))
+# q and k/v differ only in their head counts, which the shapes carry.
+Q_IN = KV_IN = _heads_in()
+Q_BIAS = KV_BIAS = _heads_bias()
 # HF o_proj: [embed, heads*head_dim] -> ours [heads, head_dim, embed]
 O_OUT = Layout(
-    to_ours=lambda w, c: w.T.reshape(c.num_heads, c.head_dim, w.shape[0]),
+    to_ours=lambda w, c: w.T.reshape(-1, c.head_dim, w.shape[0]),
     to_hf=lambda w, c: w.reshape(-1, w.shape[-1]).T,
+    hf_index=lambda i, c: ((i[2], _whole_heads(i[0], c)), (_ALL, i[1], _ALL)),
 )
 
 _L = r"model\.layers\.(\d+)\."
@@ -142,62 +162,78 @@ def _hf_shape(layout: Layout, our_shape: tuple[int, ...], cfg: ModelConfig) -> t
     return jax.eval_shape(lambda w: layout.to_hf(w, cfg), abstract).shape
 
 
+def _normalize(index: tuple, shape: tuple[int, ...]) -> Index:
+    """make_array_from_callback's index (slices, possibly open-ended or missing) as explicit ranges."""
+    index = tuple(index) + (_ALL,) * (len(shape) - len(index))
+    return tuple(slice(*s.indices(n)[:2]) for s, n in zip(index, shape))
+
+
+def read_slice(files: dict, src: Source, index: Index, cfg: ModelConfig) -> np.ndarray:
+    """Our-layout slice `index` of one HF tensor (one layer), reading only its bytes."""
+    hf_index, rest = src.layout.hf_index(index, cfg)
+    return src.layout.to_ours(files[src.hf_name].read(src.hf_name, hf_index), cfg)[rest]
+
+
 def load_array(files: dict, sources: list[Source], cfg: ModelConfig, shape, dtype, sharding) -> jax.Array:
-    """Build one parameter directly into its sharding, reading only what each device holds.
+    """Build one parameter directly into its sharding: each device's callback reads only that
+    device's slice of each source tensor (a stacked parameter: of each layer it holds, into
+    one preallocated buffer), so the host holds its slices plus one layer's slice at a time."""
 
-    A stacked (per-layer) parameter is filled layer by layer into one preallocated buffer,
-    so the host holds at most that device's slice plus one layer at a time.
-    """
-
-    def read(i: int) -> np.ndarray:
-        src = sources[i]
-        return src.layout.to_ours(files[src.hf_name].get(src.hf_name), cfg)
-
-    def callback(index: tuple[slice, ...]) -> np.ndarray:
+    def callback(index: tuple) -> np.ndarray:
+        index = _normalize(index, tuple(shape))
         if sources[0].layer is None:
-            return np.asarray(read(0)[index], dtype=dtype)
+            return np.asarray(read_slice(files, sources[0], index, cfg), dtype=dtype)
         layers = range(len(sources))[index[0]]
-        first = np.asarray(read(layers[0])[index[1:]], dtype=dtype)
-        out = np.empty((len(layers), *first.shape), dtype)
-        out[0] = first
-        for j, i in enumerate(layers[1:], 1):
-            out[j] = read(i)[index[1:]]
+        out = np.empty((len(layers), *(s.stop - s.start for s in index[1:])), dtype)
+        for j, i in enumerate(layers):
+            out[j] = read_slice(files, sources[i], index[1:], cfg)
         return out
 
     return jax.make_array_from_callback(tuple(shape), sharding, callback)
 
 
-def export_tensors(params: dict[str, np.ndarray], cfg: ModelConfig):
-    """Yield (HF name, array) for each of our parameters (flat paths -> host arrays)."""
+def export_entries(shapes: dict[str, tuple[int, ...]], cfg: ModelConfig) -> list[tuple[str, tuple[int, ...], str, int | None]]:
+    """(HF name, HF shape, our parameter path, layer or None) for each tensor an export writes,
+    from our parameters' shapes alone."""
+    out = []
     for pattern, ours, layout in WEIGHT_TABLE:
-        if ours not in params:
+        if ours not in shapes:
             continue
-        value = params[ours]
         if ours.startswith("layers."):
-            for i in range(cfg.num_layers):
-                yield hf_name(pattern, i), np.ascontiguousarray(layout.to_hf(value[i], cfg))
+            hf = _hf_shape(layout, shapes[ours][1:], cfg)
+            out += [(hf_name(pattern, i), hf, ours, i) for i in range(cfg.num_layers)]
         else:
-            yield hf_name(pattern, None), np.ascontiguousarray(layout.to_hf(value, cfg))
+            out.append((hf_name(pattern, None), _hf_shape(layout, shapes[ours], cfg), ours, None))
+    return out
 
 
-def write_checkpoint(tensors, out_dir: Path, max_shard_bytes: int) -> None:
-    """Write safetensors shards (with an index when there is more than one)."""
-    shards: list[list[tuple[str, np.ndarray]]] = [[]]
+def to_hf_layout(ours: str, value: np.ndarray, cfg: ModelConfig) -> np.ndarray:
+    """One of our tensors (one layer of a stacked one) in HF's layout."""
+    layout = next(layout for _, path, layout in WEIGHT_TABLE if path == ours)
+    return np.ascontiguousarray(layout.to_hf(value, cfg))
+
+
+def write_checkpoint(entries, arrays, out_dir: Path, max_shard_bytes: int) -> None:
+    """Write safetensors shards (with an index when there is more than one) from header
+    entries (name, shape, dtype) and then the arrays in that order, one at a time."""
+    shards: list[list] = [[]]
     size = 0
-    for name, arr in tensors:
-        if shards[-1] and size + arr.nbytes > max_shard_bytes:
+    for name, shape, dtype in entries:
+        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        if shards[-1] and size + nbytes > max_shard_bytes:
             shards.append([])
             size = 0
-        shards[-1].append((name, arr))
-        size += arr.nbytes
+        shards[-1].append((name, shape, dtype))
+        size += nbytes
+    arrays = iter(arrays)
     if len(shards) == 1:
-        save_file(shards[0], out_dir / SINGLE_FILE)
+        write_file(shards[0], arrays, out_dir / SINGLE_FILE)
         return
     weight_map, total = {}, 0
     for k, shard in enumerate(shards):
         filename = f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors"
-        save_file(shard, out_dir / filename)
-        for name, arr in shard:
+        write_file(shard, arrays, out_dir / filename)
+        for name, shape, dtype in shard:
             weight_map[name] = filename
-            total += arr.nbytes
+            total += int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
     (out_dir / INDEX_FILE).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))

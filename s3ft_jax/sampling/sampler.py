@@ -281,6 +281,15 @@ def batch_multiple(spec: ForwardSpec) -> int:
     return math.prod(spec.mesh.shape[a] for a in axes)
 
 
+def batch_and_group(batch_size: int, multiple: int, group: int | None = None) -> tuple[int, int]:
+    """The batch rounded up to a multiple of the devices holding it, and the refill group
+    (default: an eighth of the batch, at least 4), a multiple too."""
+    batch_size = -(-max(1, batch_size) // multiple) * multiple
+    if group is None:
+        group = max(4, batch_size // 8)
+    return batch_size, min(batch_size, -(-max(1, group) // multiple) * multiple)
+
+
 def row_slots(max_prompt: int, max_new_tokens: int) -> int:
     """Cache slots after the prefix for prompts of up to `max_prompt` tokens (padded to their
     bucket) generating up to `max_new_tokens` (the last one is sampled, never written)."""
@@ -343,10 +352,7 @@ def generate_batches(
     multiple = batch_multiple(spec)
     if not fixed_batch:
         batch_size = min(batch_size, len(encoded))
-    batch_size = -(-max(1, batch_size) // multiple) * multiple
-    if group is None:
-        group = max(4, batch_size // 8)
-    group = min(batch_size, -(-max(1, group) // multiple) * multiple)
+    batch_size, group = batch_and_group(batch_size, multiple, group)
     gen_len = bucket(max_new_tokens)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     if seed_ids is None:

@@ -78,12 +78,31 @@ def split_params(base: dict, cfg, spec, lcfg, mesh, seed: int):
     base_sh = step_lib.param_shardings(mesh, spec.rules, axes, shapes)
     if lcfg is None:
         return base, {}, base_sh, {}
-    a_shapes = lora_lib.adapter_shapes(cfg, lcfg, shapes)
-    a_axes = lora_lib.adapter_logical_axes(a_shapes, axes)
-    a_sh = step_lib.param_shardings(mesh, spec.rules, a_axes, a_shapes)
+    a_shapes, a_sh = adapter_layout(cfg, spec, lcfg, mesh)
     key = jax.random.fold_in(jax.random.key(seed), 1)
     init = jax.jit(lambda k: step_lib.unflatten(lora_lib.init_adapters(k, a_shapes)), out_shardings=a_sh)
     return init(key), base, a_sh, base_sh
+
+
+def adapter_layout(cfg, spec, lcfg, mesh) -> tuple[dict, dict]:
+    """The LoRA adapters' flat shapes and their (nested) shardings."""
+    from s3ft_jax.models.llama import param_logical_axes, param_shapes
+
+    a_shapes = lora_lib.adapter_shapes(cfg, lcfg, param_shapes(cfg))
+    a_axes = lora_lib.adapter_logical_axes(a_shapes, param_logical_axes(cfg))
+    return a_shapes, step_lib.param_shardings(mesh, spec.rules, a_axes, a_shapes)
+
+
+def make_tx(config, total: int):
+    """The optimizer and its learning-rate schedule for a run of `total` steps."""
+    t = config.train
+    warmup = t.warmup_steps or int(round(t.warmup_ratio * total))
+    ocfg = OptimizerConfig(
+        learning_rate=t.learning_rate, schedule=t.schedule, warmup_steps=warmup, total_steps=total,
+        end_lr_ratio=t.end_lr_ratio, weight_decay=t.weight_decay, b1=t.adam_b1, b2=t.adam_b2, eps=t.adam_eps,
+        clip_norm=t.clip_norm,
+    )  # fmt: skip
+    return make_optimizer(ocfg)
 
 
 def train(config, dataset_path: str | Path | None = None, workdir: str | Path | None = None, *, mesh=None) -> TrainResult:
@@ -122,13 +141,7 @@ def train(config, dataset_path: str | Path | None = None, workdir: str | Path | 
     fwd = dataclasses.replace(fwd, remat=t.remat, attention=t.attention)
     params, frozen, params_sh, frozen_sh = split_params(base, cfg, fwd, lcfg, mesh, config.seed)
     del base
-    warmup = t.warmup_steps or int(round(t.warmup_ratio * total))
-    ocfg = OptimizerConfig(
-        learning_rate=t.learning_rate, schedule=t.schedule, warmup_steps=warmup, total_steps=total,
-        end_lr_ratio=t.end_lr_ratio, weight_decay=t.weight_decay, b1=t.adam_b1, b2=t.adam_b2, eps=t.adam_eps,
-        clip_norm=t.clip_norm,
-    )  # fmt: skip
-    tx, lr = make_optimizer(ocfg)
+    tx, lr = make_tx(config, total)
     state_sh = step_lib.state_shardings(mesh, tx, params, params_sh)
     state = step_lib.init_state(params, tx, state_sh, config.seed)
     del params

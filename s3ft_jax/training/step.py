@@ -178,7 +178,7 @@ def loss_fn(params: dict, frozen: dict, batch: dict, key: jax.Array, denom: jax.
     head = full["embed"]["embedding"] if tied else full["lm_head"]["kernel"]
     head_grad = spec.lora is None  # under LoRA the head is frozen
     weights = batch["loss_weights"] / denom
-    chunk = spec.head_chunk or (CHUNK_ELEMENTS if jax.default_backend() == "cpu" else ACCELERATOR_CHUNK_ELEMENTS)
+    chunk = spec.head_chunk or (CHUNK_ELEMENTS if fwd.backend == "cpu" else ACCELERATOR_CHUNK_ELEMENTS)
     return lm_head_loss(hidden, head, batch["loss_labels"], weights, tied, head_grad, fwd if fwd.mesh is not None else None, chunk)
 
 
