@@ -6,8 +6,8 @@ XLA's CPU runtime allocates an executable's temporary memory once per run (over 
 for a SmolLM2-135M training step), so every step faulted in hundreds of thousands of new
 4 KiB pages, seconds of kernel time. glibc >= 2.35 reads the tunable
 `glibc.malloc.hugetlb=1`, which makes malloc ask for transparent huge pages on those
-mappings: far fewer faults and a faster step (docs/performance.md). Tunables are read once, at process start, hence the
-re-exec. `S3FT_HUGEPAGES=0` turns this off.
+mappings: far fewer faults and a faster step (docs/performance.md). Tunables are read once,
+at process start, hence the re-exec. `S3FT_HUGEPAGES=0` turns this off.
 """
 
 from __future__ import annotations

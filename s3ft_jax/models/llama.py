@@ -246,8 +246,8 @@ def unstack_layers(params: dict) -> dict:
 
     The cached (sampling) forward pass takes this form. Scanning over stacked layers makes XLA
     copy each layer's weights (and its cache) out of the stack on every decode step before
-    the matmuls read them: on a CPU that doubled the memory traffic of a step. (Fusing q/k/v
-    and gate/up into wider matmuls was measured too: no gain beyond noise on a 2-core CPU.)
+    the matmuls read them, multiplying a step's memory traffic. (Fusing q/k/v and gate/up into
+    wider matmuls gave no measurable gain: docs/performance.md.)
     """
     layers = params["layers"]
     if isinstance(layers, (tuple, list)):
@@ -273,10 +273,10 @@ def forward_cached(params: dict, spec: ForwardSpec, input_ids, positions, valid,
 
 # Activations named with checkpoint_name in decoder_layer / lora_delta.
 # "attn_res" (the residual after attention) is kept because the MLP norm's backward reads it:
-# without it, remat recomputes the output projection, a full matmul per layer; keeping it made
-# a 2-core CPU full fine-tuning step about 4% faster for about 3% more peak memory.
+# without it, remat recomputes the output projection, a full matmul per layer (the trade,
+# a little more memory for a faster step, is measured in docs/performance.md).
 # LoRA's dropout masks are not kept: recomputing one from its key is a single fused hash
-# pass (see _hash_bits), as fast as storing it and 50 MB lighter at 8 x 256 tokens.
+# pass (see _hash_bits), as fast as storing it and lighter.
 SAVED_ACTIVATIONS = ("norm_in", "q", "k", "v", "attn_out", "attn_res", "mlp_in", "gate", "up")
 _REMAT_POLICIES = {
     "full": None,  # save nothing but the layer's input
@@ -367,8 +367,9 @@ def linear(x: jax.Array, kernel: jax.Array, eq: str) -> jax.Array:
     leading ones ("btd,dhk->bthk", "bthk,hkd->btd").
 
     The gradient is written by hand for the kernel's sake: dW = x^T @ dy as one matmul over
-    all tokens. Left to autodiff, XLA's CPU backend transposed dy instead, a strided
-    [tokens, 1536] copy per MLP projection that took 15% of a training step.
+    all tokens. Left to autodiff, XLA's CPU backend transposed dy instead: a strided
+    [tokens, d_ff] copy per MLP projection, a large share of a training step
+    (docs/performance.md).
     """
     return jnp.einsum(eq, x, kernel)
 
@@ -407,8 +408,8 @@ def lora_delta(p: dict, x: jax.Array, eq: str) -> jax.Array:
         mask, keep = _keep_mask(p["lora_key"], p["lora_keep"], x.shape)
         x = jnp.where(mask, x / keep.astype(x.dtype), jnp.zeros((), x.dtype))
     # Through `linear` for its hand-written gradient: autodiff of the plain einsum had XLA's
-    # CPU backend transpose dy (q_proj's, [tokens, 576]) before the lora_b gradient, a
-    # strided copy that took 6% of a LoRA step.
+    # CPU backend transpose dy (q_proj's, [tokens, d_model]) before the lora_b gradient, a
+    # strided copy (docs/performance.md).
     low = linear(x, p["lora_a"].astype(x.dtype), f"{x_axes},{in_axes}r->{kept}r")
     y = linear(low, p["lora_b"].astype(x.dtype), f"{kept}r,r{k_axes[n_in:]}->{out_axes}")
     return y * p["lora_scale"].astype(y.dtype)
@@ -427,8 +428,8 @@ def _hash_bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     """uint32 words for dropout: a keyed hash of each element's flat index.
 
     jax.random.bits (threefry) runs its rounds as a loop on CPUs, one pass over the array per
-    round: the two dropout masks of a LoRA layer took about 10 ms of a 110 ms forward layer
-    (8 x 256 tokens, SmolLM2). This is one fused elementwise pass. Distinct indices give
+    round, a visible share of a LoRA layer's forward (docs/performance.md). This is one fused
+    elementwise pass. Distinct indices give
     distinct words under one key (every stage is a bijection on uint32), and the index is
     global, so any sharding of the array draws the same mask. Good enough for dropout masks,
     not a general-purpose PRNG.
@@ -522,8 +523,8 @@ def attend_causal_blocks(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Arr
     Keys after a query's index are always masked: in training and scoring layouts (right or
     left padding, packed segments) positions grow with the index among a row's valid tokens.
     The skipped upper triangle is a quarter of the attention work at two blocks, three
-    eighths at four; measured on a 2-core CPU, 2 blocks of 128 made attention at T = 256
-    about 25% faster. (A pad query's output may differ, it is never read.)
+    eighths at four (measured gain: docs/performance.md). (A pad query's output may differ,
+    it is never read.)
     """
     T = q.shape[1]
     blocks = max(b for b in range(1, _CAUSAL_BLOCKS + 1) if T % b == 0 and (b == 1 or T // b >= _MIN_CAUSAL_BLOCK))
@@ -540,14 +541,13 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *, by_redu
     mask [B,T,S] -> [B,T,H,Dh].
 
     Queries are regrouped as [B, K, T*G, Dh] so both products are plain batched matmuls over
-    (B, K): XLA's CPU backend runs that form about 2.5x faster than the 5-d einsum.
+    (B, K): XLA's CPU backend runs that form much faster than the 5-d einsum.
 
     One query per row (a decode step) on a CPU, `by_reduction` by default: each (row, kv
     head) product is then a [G, Dh] x [Dh, S] matmul that reads a cache block for only G rows
-    of work, and the library's batched matmul streamed the cache at about 7 GB/s on one
-    thread, near half of a decode step. Written as multiply and sum, XLA's own loop fusion
-    reads it faster: a SmolLM2 decode step at batch 32 over 512 slots took 203 ms against
-    222 (2-core CPU, same process, alternating). Accelerators keep the matmuls.
+    of work, and the library's batched matmul streamed the cache slowly, on one thread.
+    Written as multiply and sum, XLA's own loop fusion reads it faster (docs/performance.md).
+    Accelerators keep the matmuls.
     """
     B, T, H, Dh = q.shape
     K = k.shape[1]

@@ -20,6 +20,7 @@ from s3ft_jax.models import embedded
 from s3ft_jax.models.config import ModelConfig
 from s3ft_jax.models.llama import LlamaForCausalLM, param_logical_axes, param_shapes
 from s3ft_jax.models.weights import export_entries, load_array, open_checkpoint, plan_load, to_hf_layout, write_checkpoint
+from s3ft_jax.progress import progress_bar
 from s3ft_jax.sharding import DEFAULT_RULES, ShardingRules
 
 log = logging.getLogger("s3ft_jax")
@@ -159,9 +160,12 @@ def save_pretrained(
         # One tensor (one layer of a stacked parameter) gathered to the host at a time. Every
         # process takes part in each gather (a collective on a multi-host mesh); only process 0
         # writes.
+        bar = progress_bar(len(entries), desc="export", unit="tensor")
         for _, _, ours, layer in entries:
             value = params[ours] if layer is None else params[ours][layer]
             yield to_hf_layout(ours, np.asarray(_gather(value)).astype(storage), cfg)
+            bar.update()
+        bar.close()
 
     if jax.process_index() != 0:
         for _ in tensors():

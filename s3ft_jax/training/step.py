@@ -108,8 +108,8 @@ def _lm_head_fwd_impl(hidden, head, labels, weights, tied, head_grad, spec, chun
         if spec is not None:
             logits = spec.constrain(logits, "batch", "seq", "act_vocab")
         # exp once, kept for the gradient: logsumexp then exp(logits - lse) made XLA's CPU
-        # backend evaluate the exponentials twice, once inside a slow reduction (the LM
-        # head's loss and gradient took about 10% longer).
+        # backend evaluate the exponentials twice, once inside a slow reduction
+        # (docs/performance.md).
         m = jnp.max(logits, axis=-1)
         e = jnp.exp(logits - m[..., None])
         s = jnp.sum(e, axis=-1)
