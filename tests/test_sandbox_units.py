@@ -25,6 +25,8 @@ import pytest
 from s3ft_jax.judges.sandbox import boot, channel, judging, kernel, lockdown, proxies
 from s3ft_jax.judges.sandbox.launcher import HARNESS_MODULES, harness_sources, interpreter_command
 
+pytestmark = pytest.mark.fast  # `make test-fast`
+
 REPO = Path(__file__).resolve().parents[1]
 SANDBOX = REPO / "s3ft_jax" / "judges" / "sandbox"
 JUDGE_SIDE = {"__init__", "outcome", "launcher", "execute"}  # run in the judge's process
@@ -95,8 +97,6 @@ def state():
             sorted(os.listdir("/proc/self/fd")))
 before = state()
 import importlib
-
-pytestmark = pytest.mark.fast  # `make test-fast`
 for name in sys.argv[1:]:
     importlib.import_module("s3ft_jax.judges.sandbox." + name)
 after = state()
