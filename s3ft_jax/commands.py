@@ -5,11 +5,12 @@ these; problems with the user's input are raised as `S3FTError`.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
 from s3ft_jax.errors import ConfigError
-from s3ft_jax.loader import LazyModel, load_model_and_tokenizer
+from s3ft_jax.loader import LazyModel, load_model_and_tokenizer, model_identity
 
 
 def config(config) -> None:
@@ -17,15 +18,16 @@ def config(config) -> None:
 
 
 def generate(config) -> None:
-    from s3ft_jax.config import sampling_kwargs
+    from s3ft_jax.config import model_settings, sampling_options
     from s3ft_jax.sampling.queue import read_prompts, run_queue
 
     if not config.generate.input:
         raise ConfigError("set --config.generate.input to a JSONL of prompts")
     output = Path(config.generate.output or Path(config.workdir) / "generations.jsonl")
-    model, tokenizer = load_model_and_tokenizer(config)
+    options = sampling_options(config)
+    model, tokenizer = load_model_and_tokenizer(model_settings(config))
     read_prompts(config.generate.input, tokenizer)  # fail on a bad file before any compile
-    report = run_queue(model, tokenizer, config.generate.input, output, **sampling_kwargs(config))
+    report = run_queue(model, tokenizer, config.generate.input, output, options)
     print(
         f"{report.total} prompts: {report.already_done} already done, {report.generated} generated, "
         f"{report.tokens} tokens in {report.seconds:.1f}s ({report.tokens_per_second:.1f} tok/s) -> {output}"
@@ -35,27 +37,31 @@ def generate(config) -> None:
 def answer(config) -> None:
     import jax
 
-    from s3ft_jax.config import sampling_kwargs
+    from s3ft_jax.config import judge_settings, model_settings, sampling_options, task_settings
     from s3ft_jax.judges.verdict import Judge
     from s3ft_jax.sampling import generate, render_chat
     from s3ft_jax.tasks import get_task, load_examples
 
-    task = get_task(config)
-    examples = load_examples(config, task, config.task.split)
-    if not 0 <= config.task.index < len(examples):
-        raise ConfigError(f"task.index {config.task.index} is outside {task.name} {config.task.split} (0..{len(examples) - 1})")
-    example = examples[config.task.index]
+    settings = task_settings(config)
+    task = get_task(settings)
+    examples = load_examples(settings, task, settings.split)
+    if not settings.index < len(examples):
+        raise ConfigError(f"task.index {settings.index} is outside {task.name} {settings.split} (0..{len(examples) - 1})")
+    example = examples[settings.index]
+    judging = judge_settings(config)
+    if task.judge == "llm":  # one answer: judged by the heuristics, without a second model
+        judging = dataclasses.replace(judging, mode="heuristic")
 
     start = time.perf_counter()
-    model, tokenizer = load_model_and_tokenizer(config)
+    model_choice = model_settings(config)
+    model, tokenizer = load_model_and_tokenizer(model_choice)
     loaded = time.perf_counter()
 
     prompt = render_chat(tokenizer, [{"role": "user", "content": task.prediction_prompt(example)}])
-    (result,) = generate(model, tokenizer, [prompt], **sampling_kwargs(config, task))
+    (result,) = generate(model, tokenizer, [prompt], sampling_options(config, task))
     done = time.perf_counter()
-    judge = Judge(task, mode="heuristic" if task.judge == "llm" else config.judge.mode, code_timeout_s=config.judge.code_timeout_s)
-    (verdict,) = judge([example], [result.text])
-    print(f"model:    {config.model.name} ({model.cfg.architecture}, {config.model.dtype}, {jax.device_count()} {jax.default_backend()} device(s))")
+    (verdict,) = Judge(task, judging)([example], [result.text])
+    print(f"model:    {model_choice.name} ({model.cfg.architecture}, {model_choice.dtype}, {jax.device_count()} {jax.default_backend()} device(s))")
     print(f"question: {next(iter(example.fields.values()))}")
     print(f"answer:   {result.text.strip()}")
     print(f"gold:     {example.reference if task.judge != 'code' else example.gold}")
@@ -63,31 +69,27 @@ def answer(config) -> None:
     print(f"timing:   load {loaded - start:.1f}s, generate {len(result.token_ids)} tokens ({result.finish_reason}) in {done - loaded:.1f}s (compile included)")
 
 
-def make_builder(config, progress: bool = True):
-    from s3ft_jax.models.loading import model_fingerprint
-    from s3ft_jax.s3ft.build import Builder
-    from s3ft_jax.tasks import get_task
-
-    task = get_task(config)
-    model = LazyModel(lambda: load_model_and_tokenizer(config))
-    return Builder(config, task, Path(config.workdir) / "build", model=model, model_id=model_fingerprint(config.model.name), progress=progress)
-
-
 def build(config) -> None:
     import s3ft_jax.s3ft.build as build_lib
+    from s3ft_jax.config import run_settings
+    from s3ft_jax.tasks import get_task
 
-    builder = make_builder(config)
-    out_dir = Path(config.build.output or config.workdir)
-    result = build_lib.build(config, config.build.method, stage_dir=Path(config.workdir) / "build", out_dir=out_dir, builder=builder)
+    settings = run_settings(config)
+    task = get_task(settings.build.task)
+    model = LazyModel(lambda: load_model_and_tokenizer(settings.model))
+    builder = build_lib.Builder(settings.build, task, settings.workdir / "build", model=model,
+                                model_id=model_identity(settings.model), judge_model=settings.judge_model())
+    result = build_lib.build(settings.build.method, Path(settings.build.output or settings.workdir), builder)
     print(build_lib.format_summary([result], result.stages))
 
 
 def logprobs(config) -> None:
+    from s3ft_jax.config import model_settings
     from s3ft_jax.s3ft.logprobs import target_logprobs
 
     dataset = Path(config.logprobs.dataset or Path(config.workdir) / "dataset.jsonl")
     out_dir = Path(config.logprobs.output or config.workdir)
-    model, tokenizer = load_model_and_tokenizer(config)
+    model, tokenizer = load_model_and_tokenizer(model_settings(config))
     summary = target_logprobs(model, tokenizer, dataset, out_dir, batch_size=config.logprobs.batch_size)
     means = ", ".join(f"{k} {v['mean']:.2f} (n={v['count']})" for k, v in summary["sources"].items() if v["count"])
     print(f"mean log p(target | prompt): {means} -> {out_dir / 'logprobs.json'}, {out_dir / 'logprobs.png'}")
@@ -97,8 +99,10 @@ def run(config) -> None:
     from s3ft_jax.pipeline import run_pipeline
     from s3ft_jax.report import print_tables
 
+    from s3ft_jax.config import run_settings
+
     start = time.perf_counter()
-    report = run_pipeline(config)
+    report = run_pipeline(run_settings(config))
     print(print_tables(report.parent, list(config.run.methods)))
     print(f"\nreport: {report} and {report.with_suffix('.html')} ({time.perf_counter() - start:.0f}s)")
 

@@ -10,11 +10,20 @@ from __future__ import annotations
 
 import inspect
 import re
+from collections.abc import Mapping
+from typing import Any
 
 import ml_collections
 from ml_collections import config_dict
 
 from s3ft_jax.errors import ConfigError
+from s3ft_jax.evaluation.settings import DEFAULT_BENCHMARKS, EvalSettings
+from s3ft_jax.judges.settings import JudgeSettings
+from s3ft_jax.models.settings import MeshShape, ModelSettings
+from s3ft_jax.s3ft.settings import BuildSettings
+from s3ft_jax.sampling.options import SamplingOptions
+from s3ft_jax.tasks.base import TaskPrompts
+from s3ft_jax.tasks.settings import CustomTaskSettings, TaskSettings
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -93,7 +102,7 @@ def base_config() -> ml_collections.ConfigDict:
     # Evaluation: in-domain (task.test_split, greedy, judged) and generalization benchmarks.
     c.eval = ml_collections.ConfigDict()
     c.eval.limit = 0  # first N test examples (0: all)
-    c.eval.benchmarks = ("mmlu", "truthfulqa_mc1", "truthfulqa_mc2", "hellaswag", "arc_easy", "arc_challenge", "winogrande", "piqa", "boolq")
+    c.eval.benchmarks = DEFAULT_BENCHMARKS
     c.eval.benchmark_limit = 0  # first N questions of each benchmark (0: all)
     c.eval.mmlu_per_subject = 0  # > 0: a stratified MMLU subset, the first k questions per subject
     c.eval.batch_size = 16
@@ -182,46 +191,18 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Checks that need more than a type: one-line ConfigError naming the key."""
-    for key in ("data", "fsdp", "tensor"):
-        size = config.mesh[key]
-        if size == 0 or size < -1:
-            raise ConfigError(f"mesh.{key} must be a positive size or -1, got {size}")
-    for key in ("dtype", "param_dtype"):
-        value = config.model[key]
-        if value is not None and value not in ("float32", "bfloat16", "float16"):
-            raise ConfigError(f"model.{key} must be float32, bfloat16 or float16, got {value!r}")
-    sampling = config.sampling
-    for key in ("batch_size", "chunk"):
-        if sampling[key] <= 0:
-            raise ConfigError(f"sampling.{key} must be positive, got {sampling[key]}")
-    if sampling.max_new_tokens < 0:
-        raise ConfigError(f"sampling.max_new_tokens must be positive (or 0 for the task default), got {sampling.max_new_tokens}")
-    if config.task.limit < 0:
-        raise ConfigError(f"task.limit must be >= 0, got {config.task.limit}")
+    """Checks that need more than a type: one-line ConfigError naming the key. Each section's
+    rules live with the module that owns its settings; building them runs those checks."""
+    model_settings(config)
+    task = task_settings(config)
+    eval_settings(config)
+    if config.sampling.max_new_tokens < 0:
+        raise ConfigError(f"sampling.max_new_tokens must be positive (or 0 for the task default), got {config.sampling.max_new_tokens}")
+    sampling = sampling_options(config, max_new_tokens=config.sampling.max_new_tokens or DEFAULT_MAX_NEW_TOKENS, stop=task.stop)
+    BuildSettings(task=task, judge=judge_settings(config), sampling=sampling, method=config.build.method, output=config.build.output)
     unknown = sorted(set(config.run.methods) - {"base", "sft", "sdft", "s3ft"})
     if unknown or not config.run.methods:
         raise ConfigError(f"run.methods takes base, sft, sdft, s3ft; got {tuple(config.run.methods)!r}")
-    if config.eval.limit < 0 or config.eval.benchmark_limit < 0 or config.eval.mmlu_per_subject < 0 or config.eval.batch_size <= 0:
-        raise ConfigError("eval.limit, eval.benchmark_limit and eval.mmlu_per_subject must be >= 0, eval.batch_size > 0")
-    if config.eval.drift_logit_tokens <= 0:
-        raise ConfigError(f"eval.drift_logit_tokens must be positive, got {config.eval.drift_logit_tokens}")
-    if config.build.method not in ("s3ft", "sdft", "sft"):
-        raise ConfigError(f"build.method must be s3ft, sdft or sft, got {config.build.method!r}")
-    if config.judge.mode not in ("llm", "heuristic", "llm_or_heuristic"):
-        raise ConfigError(f"judge.mode must be llm, heuristic or llm_or_heuristic, got {config.judge.mode!r}")
-    if config.judge.code_timeout_s <= 0 or config.judge.max_new_tokens <= 0 or config.judge.code_workers < 0:
-        raise ConfigError("judge.code_timeout_s and judge.max_new_tokens must be positive, judge.code_workers >= 0")
-    if not 0 < config.judge.keep_solution_fraction <= 1:
-        raise ConfigError(f"judge.keep_solution_fraction must be in (0, 1], got {config.judge.keep_solution_fraction}")
-    if sampling.temperature < 0:
-        raise ConfigError(f"sampling.temperature must be >= 0, got {sampling.temperature}")
-    if not 0 < sampling.top_p <= 1:
-        raise ConfigError(f"sampling.top_p must be in (0, 1], got {sampling.top_p}")
-    if sampling.top_k < 0:
-        raise ConfigError(f"sampling.top_k must be >= 0, got {sampling.top_k}")
-    if not all(isinstance(s, str) and s for s in sampling.stop):
-        raise ConfigError(f"sampling.stop must be a tuple of non-empty strings, got {sampling.stop!r}")
     _validate_train(config)
     if config.plan.prompt_length <= 0 or config.plan.score_length < 0 or config.plan.hbm_gib < 0:
         raise ConfigError("plan.prompt_length must be positive, plan.score_length and plan.hbm_gib >= 0")
@@ -273,21 +254,63 @@ def _validate_train(config: ml_collections.ConfigDict) -> None:
 DEFAULT_MAX_NEW_TOKENS = 256
 
 
-def sampling_kwargs(config: ml_collections.ConfigDict, task=None) -> dict:
-    """The config's sampling section as keyword arguments of `sampling.generate`; with a task,
-    its default length and stop strings fill in."""
+def override(config: ml_collections.ConfigDict, values: Mapping[str, Any]) -> ml_collections.ConfigDict:
+    """`config` with each dotted key of `values` set ("train.max_steps": 2), then validated: the
+    code path for what `--config.train.max_steps=2` does on the command line (tests use it)."""
+    for key, value in values.items():
+        node = config
+        *parents, leaf = key.split(".")
+        try:
+            for part in parents:
+                node = node[part]
+            node[leaf] = value
+        except (KeyError, AttributeError):
+            raise ConfigError(f"unknown config key {key!r}") from None
+    return validate(config)
+
+
+# -- the tree -> each module's typed settings (made once, at the top) -------------------------
+
+
+def model_settings(config: ml_collections.ConfigDict) -> ModelSettings:
+    m, mesh = config.model, config.mesh
+    return ModelSettings(name=str(m.name), dtype=m.dtype, param_dtype=m.param_dtype,
+                         mesh=MeshShape(data=mesh.data, fsdp=mesh.fsdp, tensor=mesh.tensor))
+
+
+def task_settings(config: ml_collections.ConfigDict) -> TaskSettings:
+    t = config.task
+    custom = CustomTaskSettings(**{k: (tuple(v) if k == "stop" else v) for k, v in t.custom.to_dict().items()})
+    return TaskSettings(name=t.name, source=t.source, train_split=t.train_split, test_split=t.test_split,
+                        limit=t.limit, split=t.split, index=t.index, prompts=TaskPrompts(**t.prompts.to_dict()),
+                        custom=custom, data_dir=config.data.data_dir, stop=tuple(config.sampling.stop))
+
+
+def judge_settings(config: ml_collections.ConfigDict) -> JudgeSettings:
+    return JudgeSettings(**config.judge.to_dict())
+
+
+def eval_settings(config: ml_collections.ConfigDict) -> EvalSettings:
+    e = config.eval.to_dict()
+    return EvalSettings(**{**e, "benchmarks": tuple(e["benchmarks"])})
+
+
+def sampling_options(config: ml_collections.ConfigDict, task=None, *, max_new_tokens: int | None = None,
+                     stop: tuple[str, ...] | None = None) -> SamplingOptions:
+    """The sampling section for `task` (a tasks.Task): its default length and stop strings fill in."""
     s = config.sampling
-    default_length = task.max_new_tokens if task is not None else DEFAULT_MAX_NEW_TOKENS
-    stop = task.stop if task is not None else tuple(s.stop)
-    return dict(
-        max_new_tokens=s.max_new_tokens or default_length, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
-        stop=tuple(stop), seed=config.seed, batch_size=s.batch_size, return_logprobs=s.return_logprobs,
-        chunk=s.chunk,
-    )
+    if max_new_tokens is None:
+        max_new_tokens = s.max_new_tokens or (task.max_new_tokens if task is not None else DEFAULT_MAX_NEW_TOKENS)
+    if stop is None:
+        stop = task.stop if task is not None else tuple(s.stop)
+    return SamplingOptions(max_new_tokens=max_new_tokens, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
+                           stop=tuple(stop), seed=config.seed, batch_size=s.batch_size, return_logprobs=s.return_logprobs,
+                           chunk=s.chunk)
 
 
-def mesh_shape(config: ml_collections.ConfigDict) -> dict[str, int]:
-    return {"data": config.mesh.data, "fsdp": config.mesh.fsdp, "tensor": config.mesh.tensor}
+def build_settings(config: ml_collections.ConfigDict, task) -> BuildSettings:
+    return BuildSettings(task=task_settings(config), judge=judge_settings(config), sampling=sampling_options(config, task),
+                         method=config.build.method, output=config.build.output)
 
 
 def key_comments() -> dict[str, str]:

@@ -1,6 +1,6 @@
-"""Configuration -> loaded things: the device mesh, the base model and its tokenizer, a
-fine-tuned model, each placed on the configured mesh. Every command and stage that needs a
-model gets it here, so "which mesh, which dtype, which tokenizer" is decided once.
+"""Settings -> loaded things: the device mesh, the base model and its tokenizer, a fine-tuned
+model, each placed on the configured mesh. Every command and stage that needs a model gets it
+here, so "which mesh, which dtype, which tokenizer" is decided once.
 
 `LazyModel` defers the load to first use: a rerun whose stages are all done loads nothing.
 """
@@ -10,31 +10,40 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from s3ft_jax.models.settings import ModelSettings
 
-def make_config_mesh(config):
-    from s3ft_jax.config import mesh_shape
+
+def make_settings_mesh(settings: ModelSettings):
     from s3ft_jax.sharding import make_mesh
 
-    return make_mesh(mesh_shape(config))
+    return make_mesh(settings.mesh.as_dict())
 
 
-def load_model_and_tokenizer(config, name: str | None = None):
-    """The configured model (or `name`) on the configured mesh, and its tokenizer."""
+def model_identity(settings: ModelSettings) -> dict:
+    """The model's identity in stage fingerprints: its files and the dtypes it computes in
+    (both change output bits; the mesh only changes summation order, and a stage may resume
+    on another slice)."""
+    from s3ft_jax.models.loading import model_fingerprint
+
+    return {**model_fingerprint(settings.name), "dtype": settings.dtype, "param_dtype": settings.param_dtype}
+
+
+def load_model_and_tokenizer(settings: ModelSettings):
+    """The model on its mesh, and its tokenizer."""
     from s3ft_jax.models import from_pretrained, load_tokenizer
 
-    name = name or config.model.name
-    model = from_pretrained(name, dtype=config.model.dtype, param_dtype=config.model.param_dtype, mesh=make_config_mesh(config))
-    return model, load_tokenizer(name)
+    model = from_pretrained(settings.name, dtype=settings.dtype, param_dtype=settings.param_dtype, mesh=make_settings_mesh(settings))
+    return model, load_tokenizer(settings.name)
 
 
-def load_trained_model(config, run_dir: str | Path):
+def load_trained_model(model: ModelSettings, train, lora, run_dir: str | Path):
     """The base model with the newest checkpoint under `run_dir`/train (LoRA merged), and the
-    base tokenizer."""
+    base tokenizer. `train`, `lora`: the run's training.TrainSettings and LoraSettings."""
     from s3ft_jax.models import load_tokenizer
     from s3ft_jax.training import load_trained
 
-    model, _ = load_trained(config, Path(run_dir), mesh=make_config_mesh(config))
-    return model, load_tokenizer(config.model.name)
+    trained, _ = load_trained(train, lora, Path(run_dir), mesh=make_settings_mesh(model))
+    return trained, load_tokenizer(model.name)
 
 
 class LazyModel:

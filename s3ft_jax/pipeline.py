@@ -23,16 +23,13 @@ import time
 from pathlib import Path
 
 from s3ft_jax import distributed
-from s3ft_jax.loader import LazyModel, load_model_and_tokenizer, load_trained_model
-from s3ft_jax.s3ft.build import Builder, build
 from s3ft_jax.io import file_digest
+from s3ft_jax.loader import LazyModel, load_model_and_tokenizer, load_trained_model, model_identity
+from s3ft_jax.s3ft.build import Builder, build
 from s3ft_jax.s3ft.stages import Stage, atomic_write_text
+from s3ft_jax.settings import TRAINED, RunSettings
 
 log = logging.getLogger("s3ft_jax")
-
-TRAINED = ("sft", "sdft", "s3ft")
-
-
 @dataclasses.dataclass
 class Timings:
     stages: dict[str, float] = dataclasses.field(default_factory=dict)
@@ -51,45 +48,46 @@ class Timings:
         return _Timer()
 
 
-def run_pipeline(config, *, progress: bool = True) -> Path:
-    from s3ft_jax.models.loading import model_fingerprint
+def run_pipeline(settings: RunSettings, *, progress: bool = True) -> Path:
     from s3ft_jax.tasks import get_task
 
-    workdir = Path(config.workdir)
+    workdir = Path(settings.workdir)
     if distributed.is_writer():
         workdir.mkdir(parents=True, exist_ok=True)
-    methods = list(dict.fromkeys(config.run.methods))
-    task = get_task(config)
-    base_id = model_fingerprint(config.model.name)
-    base = LazyModel(lambda: load_model_and_tokenizer(config))
+    methods = list(settings.methods)
+    task = get_task(settings.build.task)
+    base_id = model_identity(settings.model)
+    base = LazyModel(lambda: load_model_and_tokenizer(settings.model))
+    judge_model = settings.judge_model()
     timings = Timings()
 
-    builder = Builder(config, task, workdir / "build", model=base, model_id=base_id, progress=progress)
+    builder = Builder(settings.build, task, workdir / "build", model=base, model_id=base_id, judge_model=judge_model,
+                      progress=progress)
     # sdft paraphrases every example: build it before s3ft, whose failures are then all done.
-    for method in sorted((m for m in methods if m in TRAINED), key=("sft", "sdft", "s3ft").index):
+    for method in sorted((m for m in methods if m in TRAINED), key=TRAINED.index):
         with timings.timed(f"build {method}"):
-            build(config, method, stage_dir=workdir / "build", out_dir=workdir / method, builder=builder)
+            build(method, workdir / method, builder)
 
     for method in (m for m in ("sdft", "s3ft") if m in methods):
         with timings.timed(f"logprobs {method}"):
             # s3ft's at the top of the run directory, where `s3ft logprobs` puts Figure 2.
-            _logprobs(config, workdir / method, workdir if method == "s3ft" else workdir / method, base, base_id)
+            _logprobs(settings, workdir / method, workdir if method == "s3ft" else workdir / method, base, base_id)
 
     for method in (m for m in methods if m in TRAINED):
         with timings.timed(f"train {method}"):
-            _train(config, workdir / method, _trained_id(config, workdir / method, base_id))
+            _train(settings, workdir / method, trained_id(settings, workdir / method, base_id))
 
     for method in methods:
         if method == "base":
             model, model_id = base, base_id
         else:
-            model = LazyModel(lambda m=method: load_trained_model(config, workdir / m))
-            model_id = _trained_id(config, workdir / method, base_id)
+            model = LazyModel(lambda m=method: load_trained_model(settings.model, settings.train, settings.lora, workdir / m))
+            model_id = trained_id(settings, workdir / method, base_id)
         with timings.timed(f"eval {method}"):
-            _evaluate(config, task, method, workdir / method / "eval", model, model_id, progress)
-        if method != "base" and config.eval.drift:
+            _evaluate(settings, task, method, workdir / method / "eval", model, model_id, judge_model, progress)
+        if method != "base" and settings.eval.drift:
             with timings.timed(f"drift {method}"):
-                _drift(config, task, workdir, method, base, base_id, model, model_id, progress)
+                _drift(settings, task, workdir, method, base, base_id, model, model_id, judge_model, progress)
         if method != "base":
             del model  # one fine-tuned model in memory at a time
 
@@ -108,7 +106,7 @@ def _merge_timings(workdir: Path, new: dict) -> dict:
     return {k: round(old.get(k, 0.0) + new.get(k, 0.0), 1) for k in dict.fromkeys([*old, *new])}
 
 
-def _logprobs(config, method_dir: Path, out_dir: Path, base: LazyModel, base_id: dict) -> None:
+def _logprobs(settings: RunSettings, method_dir: Path, out_dir: Path, base: LazyModel, base_id: dict) -> None:
     """log p(target | prompt) of a D' under the base model; the D' targets' mean length and
     per-token log p then also go into the method's stats.json (rewritten by every build)."""
     from s3ft_jax.s3ft.logprobs import target_logprobs
@@ -117,7 +115,7 @@ def _logprobs(config, method_dir: Path, out_dir: Path, base: LazyModel, base_id:
     stage = Stage(out_dir, "logprobs", {"dataset": file_digest(dataset), "model": base_id})
     if stage.open() != "done":
         model, tokenizer = base.get()
-        summary = target_logprobs(model, tokenizer, dataset, out_dir, batch_size=config.logprobs.batch_size)
+        summary = target_logprobs(model, tokenizer, dataset, out_dir, batch_size=settings.logprobs_batch_size)
         stage.complete(**{k: v["mean"] for k, v in summary["sources"].items()})
     summary = json.loads((out_dir / "logprobs.json").read_text())
     stats = json.loads((method_dir / "stats.json").read_text())
@@ -125,8 +123,8 @@ def _logprobs(config, method_dir: Path, out_dir: Path, base: LazyModel, base_id:
     atomic_write_text(method_dir / "stats.json", json.dumps(stats, indent=1) + "\n")
 
 
-def _drift(config, task, workdir: Path, method: str, base: LazyModel, base_id: dict, tuned: LazyModel,
-           tuned_id: dict, progress: bool) -> None:
+def _drift(settings: RunSettings, task, workdir: Path, method: str, base: LazyModel, base_id: dict, tuned: LazyModel,
+           tuned_id: dict, judge_model: LazyModel | None, progress: bool) -> None:
     """Mean per-token KL(base || tuned) on (a) the base model's greedy responses to the test
     prompts (the base evaluation's predictions, generated here only if that is missing) and
     (b) each generalization benchmark's prompts with their gold continuations."""
@@ -137,20 +135,20 @@ def _drift(config, task, workdir: Path, method: str, base: LazyModel, base_id: d
     from s3ft_jax.sampling.queue import read_done
     from s3ft_jax.tasks.data import resolve_data_dir
 
-    base_eval = Builder(config, task, workdir / "base" / "eval", model=base, model_id=base_id, progress=progress,
-                        split=config.task.test_split, limit=config.eval.limit)
+    ev = settings.eval
+    base_eval = Builder(settings.build, task, workdir / "base" / "eval", model=base, model_id=base_id,
+                        judge_model=judge_model, progress=progress, split=settings.build.task.test_split, limit=ev.limit)
     base_eval.predictions()
     responses = workdir / "base" / "eval" / "predict.jsonl"
-    limit = config.eval.benchmark_limit or None
-    per_subject = config.eval.mmlu_per_subject or None
+    limit = ev.question_limit()
     eval_dir = workdir / method / "eval"
     stage = Stage(eval_dir, "drift", {"base": base_id, "tuned": tuned_id, "responses": file_digest(responses),
-                                      "benchmarks": list(config.eval.benchmarks), "limit": limit, "mmlu_per_subject": per_subject,
-                                      "logit_tokens": config.eval.drift_logit_tokens})
+                                      "benchmarks": list(ev.benchmarks), "limit": limit, "mmlu_per_subject": ev.mmlu_per_subject or None,
+                                      "logit_tokens": ev.drift_logit_tokens})
     if stage.open() == "done":
         return
     (base_model, tokenizer), (tuned_model, _) = base.get(), tuned.get()
-    kwargs = dict(batch_size=config.eval.batch_size, logit_tokens=config.eval.drift_logit_tokens, pad_id=tokenizer.pad_token_id or 0)
+    kwargs = dict(batch_size=ev.batch_size, logit_tokens=ev.drift_logit_tokens, pad_id=tokenizer.pad_token_id or 0)
     done = read_done(responses)
     pairs = []
     for e in base_eval.examples():
@@ -161,10 +159,10 @@ def _drift(config, task, workdir: Path, method: str, base: LazyModel, base_id: d
     bar = f"drift {method}" if progress else None
     result = {"responses": summarize(kl_per_text(base_model, tuned_model, pairs, progress=bar, **kwargs)), "benchmarks": {}}
     pooled = []
-    if config.eval.benchmarks:
-        data_dir = resolve_data_dir(config.data.data_dir)
-        for name in config.eval.benchmarks:
-            items = load_task(data_dir, name, limit=limit, mmlu_per_subject=per_subject if name.startswith("mmlu") else None)
+    if ev.benchmarks:
+        data_dir = resolve_data_dir(settings.build.task.data_dir)
+        for name in ev.benchmarks:
+            items = load_task(data_dir, name, limit=limit, mmlu_per_subject=ev.per_subject(name))
             texts = []
             for item in items:
                 gold = item.gold if isinstance(item.gold, int) else item.gold.index(1)  # MC2: the first true answer
@@ -179,7 +177,7 @@ def _drift(config, task, workdir: Path, method: str, base: LazyModel, base_id: d
     log.info("drift %s: KL(base || %s) per token %.4g on base responses", method, method, result["responses"]["kl"] or 0.0)
 
 
-def _train(config, method_dir: Path, trained_id: dict) -> None:
+def _train(settings: RunSettings, method_dir: Path, trained_id: dict) -> None:
     """Train unless this exact model exists; an unfinished run resumes from its checkpoints."""
     from s3ft_jax.training import train
 
@@ -195,7 +193,7 @@ def _train(config, method_dir: Path, trained_id: dict) -> None:
             (method_dir / "train").rename(stale)
             log.warning("%s: training inputs changed; previous run moved to %s", method_dir.name, stale)
         distributed.sync("moved the old training run aside")
-    result = train(config, method_dir / "dataset.jsonl", method_dir)
+    result = train(settings.train, settings.lora, settings.model, method_dir / "dataset.jsonl", method_dir)
     log.info("trained %s: %d steps, final loss %s", method_dir.name, result.steps, result.final_loss)
     stage.complete(steps=result.steps, final_loss=result.final_loss)
 
@@ -207,22 +205,25 @@ def _exists_everywhere(path: Path) -> bool:
     return exists
 
 
-def _trained_id(config, method_dir: Path, base_id: dict) -> dict:
-    """What a fine-tuned model depends on: base, D' and every training setting."""
-    return {"base": base_id, "dataset": file_digest(method_dir / "dataset.jsonl"), "seed": config.seed,
-            "train": {k: v for k, v in config.train.to_dict().items() if k not in ("progress", "log_every", "dataset")},
-            "lora": config.lora.to_dict()}
+def trained_id(settings: RunSettings, method_dir: Path, base_id: dict) -> dict:
+    """What a fine-tuned model depends on: the base, its D' and every training setting that
+    changes the trained bits (training's own run fingerprint, `training.settings.run_id`)."""
+    from s3ft_jax.training.settings import run_fingerprint
+
+    return {"base": base_id, "run": run_fingerprint(settings.train, settings.lora, file_digest(method_dir / "dataset.jsonl"))}
 
 
-def _evaluate(config, task, method: str, eval_dir: Path, model: LazyModel, model_id: dict, progress: bool) -> dict:
+def _evaluate(settings: RunSettings, task, method: str, eval_dir: Path, model: LazyModel, model_id: dict,
+              judge_model: LazyModel | None, progress: bool) -> dict:
     from s3ft_jax.judges import text
     from s3ft_jax.tasks.data import resolve_data_dir
 
     if distributed.is_writer():
         eval_dir.mkdir(parents=True, exist_ok=True)
     # In-domain: the prediction and judge stages of Algorithm 1, on the test split.
-    indomain = Builder(config, task, eval_dir, model=model, model_id=model_id, progress=progress,
-                       split=config.task.test_split, limit=config.eval.limit)
+    ev = settings.eval
+    indomain = Builder(settings.build, task, eval_dir, model=model, model_id=model_id, judge_model=judge_model,
+                       progress=progress, split=settings.build.task.test_split, limit=ev.limit)
     verdicts = indomain.predictions()
     examples = indomain.examples()
     metrics = {"task": task.name, "examples": len(examples),
@@ -233,18 +234,17 @@ def _evaluate(config, task, method: str, eval_dir: Path, model: LazyModel, model
     atomic_write_text(eval_dir / "indomain.json", json.dumps(metrics, indent=1) + "\n")
 
     benchmarks = {}
-    if config.eval.benchmarks:
+    if ev.benchmarks:
         from s3ft_jax.evaluation.scoring import run_generalization
 
-        data_dir = resolve_data_dir(config.data.data_dir)
-        for name in config.eval.benchmarks:
-            limit = config.eval.benchmark_limit or None
-            per_subject = config.eval.mmlu_per_subject or None if name.startswith("mmlu") else None
+        data_dir = resolve_data_dir(settings.build.task.data_dir)
+        for name in ev.benchmarks:
+            limit, per_subject = ev.question_limit(), ev.per_subject(name)
             stage = Stage(eval_dir, f"bench_{name}", {"model": model_id, "limit": limit, "mmlu_per_subject": per_subject})
             if stage.open() != "done":
                 m, tokenizer = model.get()
                 result = run_generalization(m, tokenizer, data_dir, [name], {name: limit}, mmlu_per_subject=per_subject,
-                                            batch_size=config.eval.batch_size, records_dir=eval_dir / "records",
+                                            batch_size=ev.batch_size, records_dir=eval_dir / "records",
                                             progress=progress)[name]
                 atomic_write_text(stage.path("json"), json.dumps(result, indent=1) + "\n")
                 stage.complete(n=result.get("n"))

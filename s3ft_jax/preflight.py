@@ -82,13 +82,15 @@ def check_writable(path: Path) -> None:
 
 
 def _check_task(config, splits: list[str]) -> None:
+    from s3ft_jax.config import task_settings
     from s3ft_jax.tasks import get_task, load_examples
 
-    task = get_task(config)
+    settings = task_settings(config)
+    task = get_task(settings)
     for split in dict.fromkeys(splits):
         if split not in task.splits:
             raise ConfigError(f"{task.name} has no split {split!r}: choose from {', '.join(task.splits)}")
-        if not load_examples(config, task, split):
+        if not load_examples(settings, task, split):
             raise S3FTError(f"task {task.name} split {split!r} has no examples")
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from s3ft_jax import cli
-from s3ft_jax.config import base_config
+from s3ft_jax.config import base_config, build_settings, override, task_settings
 from s3ft_jax.judges.verdict import Judge
 from s3ft_jax.loader import LazyModel
 from s3ft_jax.s3ft.build import Builder, build
@@ -25,17 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def make_config(task: str, limit: int, **overrides):
-    config = base_config()
-    config.task.name = task
-    config.task.limit = limit
-    config.data.data_dir = str(shared_data_dir())
-    for key, value in overrides.items():
-        node = config
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return config
+    return override(base_config(), {"task.name": task, "task.limit": limit, "data.data_dir": str(shared_data_dir()), **overrides})
 
 
 def correct_text(task: str, ex: dict) -> str:
@@ -85,7 +75,8 @@ def no_model():
 
 
 def make_builder(config, stage_dir, generator):
-    return Builder(config, get_task(config), stage_dir, model=LazyModel(no_model), model_id={"name": "scripted"},
+    task = get_task(task_settings(config))
+    return Builder(build_settings(config, task), task, stage_dir, model=LazyModel(no_model), model_id={"name": "scripted"},
                    generator=generator, progress=False)
 
 
@@ -98,14 +89,14 @@ def script_for(task: str, ids: list[str]) -> tuple[dict, set]:
 @pytest.mark.parametrize("task,limit", [("gsm8k", 16), ("mbpp", 8)])
 def test_targets_follow_the_verdicts_for_every_method(task, limit, tmp_path):
     config = make_config(task, limit)
-    t = get_task(config)
+    t = get_task(task_settings(config))
     examples = t.load(shared_data_dir(), "train")[:limit]
     ids = [e.id for e in examples]
     right, leak = script_for(task, ids)
     stage_dir = tmp_path / "build"
     generator = Scripted(stage_dir, task, right, leak)
     builder = make_builder(config, stage_dir, generator)
-    results = {m: build(config, m, stage_dir=stage_dir, out_dir=tmp_path / m, builder=builder) for m in ("s3ft", "sdft", "sft")}
+    results = {m: build(m, tmp_path / m, builder) for m in ("s3ft", "sdft", "sft")}
 
     judge = Judge(t)
     by_id = {e.id: e for e in examples}
@@ -147,15 +138,15 @@ def test_targets_follow_the_verdicts_for_every_method(task, limit, tmp_path):
 def test_rerun_skips_finished_stages_and_redoes_changed_ones(tmp_path):
     config = make_config("gsm8k", 12)
     stage_dir = tmp_path / "build"
-    ids = [e.id for e in get_task(config).load(shared_data_dir(), "train")[:12]]
+    ids = [e.id for e in get_task(task_settings(config)).load(shared_data_dir(), "train")[:12]]
     right, leak = script_for("gsm8k", ids)
-    first = build(config, "s3ft", stage_dir=stage_dir, out_dir=tmp_path, builder=make_builder(config, stage_dir, Scripted(stage_dir, "gsm8k", right, leak)))
+    first = build("s3ft", tmp_path, make_builder(config, stage_dir, Scripted(stage_dir, "gsm8k", right, leak)))
     dataset = first.dataset.read_bytes()
 
     def refuse(*args):
         raise AssertionError("a finished stage generated again")
 
-    again = build(config, "s3ft", stage_dir=stage_dir, out_dir=tmp_path, builder=make_builder(config, stage_dir, refuse))
+    again = build("s3ft", tmp_path, make_builder(config, stage_dir, refuse))
     assert {s.name: s.status for s in again.stages} == {n: "skipped" for n in ("examples", "predict", "judge_predict", "paraphrase", "judge_paraphrase")}
     assert again.dataset.read_bytes() == dataset
 
@@ -163,7 +154,7 @@ def test_rerun_skips_finished_stages_and_redoes_changed_ones(tmp_path):
     # they are redone, and the old files are kept under stale/, not deleted.
     config.task.prompts.prediction = "Solve: {question}"
     generator = Scripted(stage_dir, "gsm8k", {"predict": set(ids), "paraphrase": set()}, set())
-    changed = build(config, "s3ft", stage_dir=stage_dir, out_dir=tmp_path, builder=make_builder(config, stage_dir, generator))
+    changed = build("s3ft", tmp_path, make_builder(config, stage_dir, generator))
     assert generator.calls == [("predict", 12)]
     assert changed.stats["counts"]["own"] == 12
     stale = list((stage_dir / "stale").iterdir())
@@ -174,12 +165,11 @@ def test_rerun_skips_finished_stages_and_redoes_changed_ones(tmp_path):
 @pytest.mark.parametrize("crash_stage", ["predict", "paraphrase"])
 def test_crash_mid_stage_then_rerun_gives_the_uninterrupted_result(crash_stage, tmp_path):
     config = make_config("gsm8k", 12)
-    ids = [e.id for e in get_task(config).load(shared_data_dir(), "train")[:12]]
+    ids = [e.id for e in get_task(task_settings(config)).load(shared_data_dir(), "train")[:12]]
     right, leak = script_for("gsm8k", ids)
 
     clean_dir = tmp_path / "clean"
-    clean = build(config, "s3ft", stage_dir=clean_dir / "build", out_dir=clean_dir,
-                  builder=make_builder(config, clean_dir / "build", Scripted(clean_dir / "build", "gsm8k", right, leak)))
+    clean = build("s3ft", clean_dir, make_builder(config, clean_dir / "build", Scripted(clean_dir / "build", "gsm8k", right, leak)))
 
     run_dir = tmp_path / "crashed"
 
@@ -190,10 +180,10 @@ def test_crash_mid_stage_then_rerun_gives_the_uninterrupted_result(crash_stage, 
 
     crashing = CrashOnce(run_dir / "build", "gsm8k", right, leak)
     with pytest.raises(KeyboardInterrupt):
-        build(config, "s3ft", stage_dir=run_dir / "build", out_dir=run_dir, builder=make_builder(config, run_dir / "build", crashing))
+        build("s3ft", run_dir, make_builder(config, run_dir / "build", crashing))
     assert not (run_dir / "dataset.jsonl").exists()
     generator = Scripted(run_dir / "build", "gsm8k", right, leak)
-    resumed = build(config, "s3ft", stage_dir=run_dir / "build", out_dir=run_dir, builder=make_builder(config, run_dir / "build", generator))
+    resumed = build("s3ft", run_dir, make_builder(config, run_dir / "build", generator))
     done_before = 3
     crashed_size = 12 if crash_stage == "predict" else 12 - len(right["predict"])
     assert (crash_stage, crashed_size - done_before) in generator.calls  # only the rest was generated
@@ -256,20 +246,20 @@ def test_custom_task_from_config(tmp_path):
     data.write_text("".join(json.dumps({"id": f"q{i}", "prompt": f"What is {i} + {i}?", "answer": str(2 * i)}) + "\n" for i in range(6)))
     config = make_config("custom", 0, **{"task.custom.train": str(data), "task.custom.judge": "numeric",
                                          "task.prompts.prediction": "Compute. {prompt}"})
-    t = get_task(config)
+    t = get_task(task_settings(config))
     examples = t.load(None, "train")
     assert [e.id for e in examples] == [f"q{i}" for i in range(6)]
     assert t.prediction_prompt(examples[2]) == "Compute. What is 2 + 2?"
     assert [v.correct for v in Judge(t)(examples[2:4], ["It is 4.", "It is 7."])] == [True, False]
     config.task.custom.judge = "regex"
     config.task.custom.regex = r"ANSWER: (\w+)"
-    t = get_task(config)
+    t = get_task(task_settings(config))
     assert [v.correct for v in Judge(t)(examples[:3], ["ANSWER: 0", "answer 2", "ANSWER: 5 ... ANSWER: 4"])] == [True, False, True]
 
 
 def test_bad_prompt_template_names_the_missing_field():
     config = make_config("gsm8k", 1, **{"task.prompts.prediction": "Solve {problem}"})
-    t = get_task(config)
+    t = get_task(task_settings(config))
     with pytest.raises(Exception, match=r"\{problem\}.*question"):
         t.prediction_prompt(Example("x", {"question": "q"}, "g", "1"))
 

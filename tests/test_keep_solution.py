@@ -8,6 +8,7 @@ import pytest
 
 from s3ft_jax.judges.solution import intermediate_results, keeps_solution
 from s3ft_jax.s3ft.build import build
+from s3ft_jax.config import task_settings
 from s3ft_jax.tasks import get_task
 from tests.conftest import shared_data_dir
 from tests.test_build import Scripted, make_builder, make_config, script_for
@@ -41,10 +42,9 @@ def test_keeps_solution_by_results_or_by_length():
 def test_build_rejects_bare_answers_and_counts_them(tmp_path):
     config = make_config("gsm8k", 12)
     stage_dir = tmp_path / "build"
-    ids = [e.id for e in get_task(config).load(shared_data_dir(), "train")[:12]]
+    ids = [e.id for e in get_task(task_settings(config)).load(shared_data_dir(), "train")[:12]]
     right, leak = script_for("gsm8k", ids)
-    first = build(config, "s3ft", stage_dir=stage_dir, out_dir=tmp_path / "off",
-                  builder=make_builder(config, stage_dir, Scripted(stage_dir, "gsm8k", right, leak)))
+    first = build("s3ft", tmp_path / "off", make_builder(config, stage_dir, Scripted(stage_dir, "gsm8k", right, leak)))
     accepted = first.stats["counts"]["paraphrase"]
     assert accepted > 0 and first.stats["paraphrase_dropped_solution"] == 0
 
@@ -55,7 +55,7 @@ def test_build_rejects_bare_answers_and_counts_them(tmp_path):
     def refuse(*args):
         raise AssertionError("keep_solution must not regenerate")
 
-    on = build(config, "s3ft", stage_dir=stage_dir, out_dir=tmp_path / "on", builder=make_builder(config, stage_dir, refuse))
+    on = build("s3ft", tmp_path / "on", make_builder(config, stage_dir, refuse))
     status = {s.name: s.status for s in on.stages}
     assert status["judge_paraphrase"] == "ran" and status["paraphrase"] == "skipped" and status["judge_predict"] == "skipped"
     assert on.stats["counts"]["paraphrase"] == 0
@@ -68,7 +68,7 @@ def test_build_rejects_bare_answers_and_counts_them(tmp_path):
 
     # Another fraction is another fingerprint: the judge stage runs again.
     config.judge.keep_solution_fraction = 0.01
-    again = build(config, "s3ft", stage_dir=stage_dir, out_dir=tmp_path / "low", builder=make_builder(config, stage_dir, refuse))
+    again = build("s3ft", tmp_path / "low", make_builder(config, stage_dir, refuse))
     assert {s.name: s.status for s in again.stages}["judge_paraphrase"] == "ran"
     assert again.stats["paraphrase_dropped_solution"] < accepted
 

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1] / "s3ft_jax"
 LAYERS = {
     "s3ft_jax": 0, "s3ft_jax.errors": 0,
     "s3ft_jax.paths": 1, "s3ft_jax.lazy": 1, "s3ft_jax.io": 1, "s3ft_jax.progress": 1, "s3ft_jax.hostenv": 1,
-    "s3ft_jax.config": 1, "s3ft_jax.distributed": 1,
+    "s3ft_jax.distributed": 1,
     "s3ft_jax.sharding": 2, "s3ft_jax.tasks": 2,
     "s3ft_jax.models": 3,
     "s3ft_jax.sampling": 4,
@@ -23,10 +23,12 @@ LAYERS = {
     "s3ft_jax.training": 6, "s3ft_jax.evaluation": 6,
     "s3ft_jax.loader": 7,
     "s3ft_jax.s3ft": 8,
-    "s3ft_jax.report": 9,
-    "s3ft_jax.pipeline": 10, "s3ft_jax.plan": 10,
-    "s3ft_jax.preflight": 11, "s3ft_jax.commands": 11, "s3ft_jax.launch": 11,
-    "s3ft_jax.cli": 12,
+    "s3ft_jax.report": 9, "s3ft_jax.settings": 9,
+    # The configuration tree (config) turns into settings here; nothing below reads the tree.
+    "s3ft_jax.pipeline": 10, "s3ft_jax.config": 10,
+    "s3ft_jax.plan": 11,
+    "s3ft_jax.preflight": 12, "s3ft_jax.commands": 12, "s3ft_jax.launch": 12,
+    "s3ft_jax.cli": 13,
 }
 
 

@@ -2,18 +2,16 @@
 
 import pytest
 
-from s3ft_jax.config import base_config
-from s3ft_jax.judges import verdict as verdict_module
+from s3ft_jax.judges import settings as judge_settings
+from s3ft_jax.judges.settings import JudgeSettings
 from s3ft_jax.judges.verdict import Judge, parse_yes_no
-from s3ft_jax.tasks import get_task
+from s3ft_jax.tasks import TaskSettings, get_task
 from s3ft_jax.tasks.base import Example
 from tests.conftest import shared_data_dir
 
 
 def nq_task():
-    config = base_config()
-    config.task.name = "nq"
-    return get_task(config)
+    return get_task(TaskSettings(name="nq"))
 
 
 EXAMPLES = [
@@ -31,7 +29,7 @@ def test_parse_yes_no(text, expected):
 
 
 def test_heuristic_mode_needs_no_model():
-    verdicts = Judge(nq_task(), mode="heuristic")(EXAMPLES, RESPONSES)
+    verdicts = Judge(nq_task(), JudgeSettings(mode="heuristic"))(EXAMPLES, RESPONSES)
     assert [v.correct for v in verdicts] == [True, False, False]
     assert "contains=1" in verdicts[0].detail and "em=0" in verdicts[0].detail
 
@@ -45,21 +43,21 @@ def test_llm_modes_combine_the_model_and_the_heuristic(monkeypatch):
 
     monkeypatch.setattr("s3ft_jax.sampling.generate", fake_generate)
     tokenizer = type("T", (), {"chat_template": "x", "apply_chat_template": lambda self, m, tokenize, add_generation_prompt: m[0]["content"]})()
-    llm = Judge(nq_task(), mode="llm", model=object(), tokenizer=tokenizer)(EXAMPLES, RESPONSES)
+    llm = Judge(nq_task(), JudgeSettings(mode="llm"), model=object(), tokenizer=tokenizer)(EXAMPLES, RESPONSES)
     assert [v.correct for v in llm] == [False, True, False]
-    both = Judge(nq_task(), mode="llm_or_heuristic", model=object(), tokenizer=tokenizer)(EXAMPLES, RESPONSES)
+    both = Judge(nq_task(), JudgeSettings(mode="llm_or_heuristic"), model=object(), tokenizer=tokenizer)(EXAMPLES, RESPONSES)
     assert [v.correct for v in both] == [True, True, False]
     # The judge prompt shows the question, every gold answer and the response.
     first = seen["prompts"][0]
     assert EXAMPLES[0].fields["question"] in first and "14 December 1972 UTC | December 1972" in first and RESPONSES[0] in first
-    assert verdict_module.LLM_MODES == ("llm", "heuristic", "llm_or_heuristic")
+    assert judge_settings.LLM_MODES == ("llm", "heuristic", "llm_or_heuristic")
 
 
 def test_llm_judge_runs_on_the_embedded_model(embedded_home):
     from s3ft_jax.models import from_pretrained, load_tokenizer
 
     model, tokenizer = from_pretrained("smollm2-135m-instruct"), load_tokenizer("smollm2-135m-instruct")
-    verdicts = Judge(nq_task(), mode="llm", model=model, tokenizer=tokenizer)(EXAMPLES, RESPONSES)
+    verdicts = Judge(nq_task(), JudgeSettings(mode="llm"), model=model, tokenizer=tokenizer)(EXAMPLES, RESPONSES)
     assert len(verdicts) == 3
     for v in verdicts:
         said = v.detail.split("llm=")[1].split(" em=")[0].strip("'\"")

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 
 from s3ft_jax.errors import ConfigError
 from s3ft_jax.judges import text
+from s3ft_jax.judges.settings import JudgeSettings
 from s3ft_jax.tasks.base import Example, Task
 
-LLM_MODES = ("llm", "heuristic", "llm_or_heuristic")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,23 +26,15 @@ class Judge:
     """Decides correctness for a task. The LLM judge needs a model and tokenizer (the base
     model unless `judge.model` names another) and generates through the sampler."""
 
-    def __init__(self, task: Task, *, mode: str = "llm_or_heuristic", code_timeout_s: float = 10.0,
-                 code_workers: int | None = None, model=None, tokenizer=None, llm_max_new_tokens: int = 8,
+    def __init__(self, task: Task, settings: JudgeSettings = JudgeSettings(), *, model=None, tokenizer=None,
                  llm_batch_size: int = 32):
-        if mode not in LLM_MODES:
-            raise ConfigError(f"judge.mode must be one of {', '.join(LLM_MODES)}, got {mode!r}")
-        self.task, self.mode = task, mode
-        self.code_timeout_s, self.code_workers = code_timeout_s, code_workers
+        self.task, self.settings, self.mode = task, settings, settings.mode
         self.model, self.tokenizer = model, tokenizer
-        self.llm_max_new_tokens, self.llm_batch_size = llm_max_new_tokens, llm_batch_size
+        self.llm_batch_size = llm_batch_size
         if task.judge == "code":
             from s3ft_jax.judges.code import check_sandbox
 
             check_sandbox()  # refuse before any work if the machine cannot isolate programs
-
-    @property
-    def needs_model(self) -> bool:
-        return self.task.judge == "llm" and self.mode != "heuristic"
 
     def __call__(self, examples: Sequence[Example], responses: Sequence[str]) -> list[Verdict]:
         if len(examples) != len(responses):
@@ -76,7 +68,7 @@ class Judge:
 
         extract = self.task.extract_program or (lambda r: r)
         jobs = [CodeJob(extract(r), list(e.reference["tests"]), e.reference.get("setup", "")) for e, r in zip(examples, responses)]
-        results = run_many(jobs, workers=self.code_workers, timeout_s=self.code_timeout_s)
+        results = run_many(jobs, workers=self.settings.code_workers or None, timeout_s=self.settings.code_timeout_s)
         return [Verdict(res.passed, f"{res.status}: {res.detail}"[:300]) for res in results]
 
     def _llm(self, examples, responses) -> list[Verdict]:
@@ -105,7 +97,7 @@ class Judge:
                 self.task.prompts.judge, e, golds=" | ".join(map(str, e.reference)), response=r.strip())}])
             for e, r in zip(examples, responses)
         ]
-        out = generate(self.model, self.tokenizer, prompts, max_new_tokens=self.llm_max_new_tokens, batch_size=self.llm_batch_size)
+        out = generate(self.model, self.tokenizer, prompts, max_new_tokens=self.settings.max_new_tokens, batch_size=self.llm_batch_size)
         said = [parse_yes_no(g.text) for g in out]
         return said, [g.text for g in out]
 

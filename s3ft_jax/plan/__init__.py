@@ -179,10 +179,10 @@ def _devices(target: Slice) -> list:
 
 
 def _mesh(config, devices):
-    from s3ft_jax.config import mesh_shape
+    from s3ft_jax.config import model_settings
     from s3ft_jax.sharding import make_mesh
 
-    return make_mesh(mesh_shape(config), devices=devices)
+    return make_mesh(model_settings(config).mesh.as_dict(), devices=devices)
 
 
 def _seconds(s: float) -> str:

@@ -27,6 +27,7 @@ from s3ft_jax.errors import ConfigError
 from s3ft_jax.judges.verdict import Judge
 from s3ft_jax.loader import LazyModel
 from s3ft_jax.s3ft.leaks import meta_text_leak
+from s3ft_jax.s3ft.settings import METHODS, BuildSettings
 from s3ft_jax.io import json_digest
 from s3ft_jax.s3ft.stages import Stage, atomic_write_jsonl, atomic_write_text, resumable_map
 from s3ft_jax.sampling.queue import read_done
@@ -34,7 +35,6 @@ from s3ft_jax.tasks.base import Example, Task
 
 log = logging.getLogger(__name__)
 
-METHODS = ("sft", "sdft", "s3ft")
 SOURCES = ("own", "paraphrase", "gold")
 
 # (prompts JSONL, output JSONL, keep rows of other ids) -> None. The default runs the
@@ -59,14 +59,16 @@ class BuildResult:
 
 
 class Builder:
-    def __init__(self, config, task: Task, stage_dir: Path, *, model: LazyModel, model_id: dict,
-                 generator: Generator | None = None, progress: bool = True, split: str | None = None,
-                 limit: int | None = None):
-        self.config, self.task, self.dir = config, task, Path(stage_dir)
+    def __init__(self, settings: BuildSettings, task: Task, stage_dir: Path, *, model: LazyModel, model_id: dict,
+                 judge_model: LazyModel | None = None, generator: Generator | None = None, progress: bool = True,
+                 split: str | None = None, limit: int | None = None):
+        """`judge_model`: the LLM judge's model when it is not `model` (judge.model)."""
+        self.settings, self.task, self.dir = settings, task, Path(stage_dir)
         # Evaluation reuses the predict/judge stages on the test split.
-        self.split = split or config.task.train_split
-        self.limit = config.task.limit if limit is None else limit
+        self.split = split or settings.task.train_split
+        self.limit = settings.task.limit if limit is None else limit
         self.model, self.model_id, self.progress = model, model_id, progress
+        self.judge_model = judge_model
         self.generator = generator or self._generate_with_model
         self.stages: list[StageLog] = []
         self._examples: list[Example] | None = None
@@ -75,29 +77,18 @@ class Builder:
     # -- inputs -------------------------------------------------------------------------
 
     def sampling_inputs(self) -> dict:
-        s = self.config.sampling
-        return {"max_new_tokens": self.max_new_tokens, "temperature": s.temperature, "top_p": s.top_p,
-                "top_k": s.top_k if s.temperature > 0 else 0, "stop": list(self.task.stop), "seed": self.config.seed}
-
-    @property
-    def max_new_tokens(self) -> int:
-        return self.config.sampling.max_new_tokens or self.task.max_new_tokens
+        """Every sampling setting that changes a generation's bits (the batch size does: see
+        the sampler's README section), hashed into the generation stages' fingerprints."""
+        return self.settings.sampling.fingerprint()
 
     def judge_inputs(self) -> dict:
-        j = self.config.judge
-        inputs = {"kind": self.task.judge, "options": dict(self.task.options)}
-        if self.task.judge == "llm":
-            inputs |= {"mode": j.mode, "prompt": self.task.prompts.judge, "max_new_tokens": j.max_new_tokens,
-                       "model": self.model_id if not j.model else j.model}
-        if self.task.judge == "code":
-            inputs |= {"timeout_s": j.code_timeout_s}
-        return inputs
+        return self.settings.judge.fingerprint(self.task, self.model_id)
 
     def examples(self) -> list[Example]:
         if self._examples is None:
             from s3ft_jax.tasks import load_examples
 
-            examples = load_examples(self.config, self.task, self.split)
+            examples = load_examples(self.settings.task, self.task, self.split)
             if self.limit:
                 examples = examples[: self.limit]
             if not examples:
@@ -114,18 +105,11 @@ class Builder:
 
     def judge(self) -> Judge:
         if self._judge is None:
-            j = self.config.judge
             model = tokenizer = None
-            if self.task.judge == "llm" and j.mode != "heuristic":
-                if j.model:
-                    from s3ft_jax.loader import load_model_and_tokenizer
-
-                    model, tokenizer = load_model_and_tokenizer(self.config, j.model)
-                else:
-                    model, tokenizer = self.model.get()
-            self._judge = Judge(self.task, mode=j.mode, code_timeout_s=j.code_timeout_s, code_workers=j.code_workers or None,
-                                model=model, tokenizer=tokenizer, llm_max_new_tokens=j.max_new_tokens,
-                                llm_batch_size=self.config.sampling.batch_size)
+            if self.settings.judge.uses_model(self.task.judge):
+                model, tokenizer = (self.judge_model or self.model).get()
+            self._judge = Judge(self.task, self.settings.judge, model=model, tokenizer=tokenizer,
+                                llm_batch_size=self.settings.sampling.batch_size)
         return self._judge
 
     # -- stages -------------------------------------------------------------------------
@@ -166,9 +150,9 @@ class Builder:
         by_id = {e.id: e for e in self.examples()}
         generated = read_done(generation.path("jsonl"))
         inputs = {"generations": generation.fingerprint, "judge": self.judge_inputs(), "leaks": check_leaks}
-        keep = self.config.judge.keep_solution and check_leaks  # paraphrases only
+        keep = self.settings.judge.keep_solution and check_leaks  # paraphrases only
         if keep:  # absent when off, so runs from before the option keep their fingerprints
-            inputs["keep_solution"] = self.config.judge.keep_solution_fraction
+            inputs["keep_solution"] = self.settings.judge.keep_solution_fraction
         stage = Stage(self.dir, name, inputs)
         t = time.perf_counter()
         status = stage.open()
@@ -206,7 +190,7 @@ class Builder:
 
         numeric = self.task.judge == "numeric"
         final = parse_number(str(example.reference)) if numeric else None
-        kept, why = keeps_solution(row["text"], example.gold, fraction=self.config.judge.keep_solution_fraction,
+        kept, why = keeps_solution(row["text"], example.gold, fraction=self.settings.judge.keep_solution_fraction,
                                    final=final, numeric=numeric)
         row["kept_solution"] = kept
         if not kept:
@@ -221,12 +205,10 @@ class Builder:
         return text
 
     def _generate_with_model(self, prompts: Path, output: Path, keep_extra: bool) -> None:
-        from s3ft_jax.config import sampling_kwargs
         from s3ft_jax.sampling.queue import run_queue
 
         model, tokenizer = self.model.get()
-        kwargs = sampling_kwargs(self.config, self.task)
-        run_queue(model, tokenizer, prompts, output, progress=self.progress, keep_extra=keep_extra, **kwargs)
+        run_queue(model, tokenizer, prompts, output, self.settings.sampling, progress=self.progress, keep_extra=keep_extra)
 
     def _log(self, name, status, rows, start) -> None:
         self.stages.append(StageLog(name, status, rows, time.perf_counter() - start))
@@ -294,7 +276,8 @@ def write_dataset(method: str, rows: list[dict], out_dir: Path) -> tuple[Path, d
     return out_dir / "dataset.jsonl", stats
 
 
-def build(config, method: str, *, stage_dir: Path, out_dir: Path, builder: Builder) -> BuildResult:
+def build(method: str, out_dir: Path, builder: Builder) -> BuildResult:
+    """D' of `method` into `out_dir`, from the builder's (resumable) stages."""
     rows = builder.dataset(method)
     path, stats = write_dataset(method, rows, out_dir)
     return BuildResult(method, path, stats, list(builder.stages))

@@ -1,7 +1,18 @@
-"""Generation with the JAX model: jitted prefill, then a decode loop over a KV cache."""
+"""Generation with the JAX model: jitted prefill, then a decode loop over a KV cache.
 
-from s3ft_jax.sampling.chat import render_chat
-from s3ft_jax.sampling.params import SamplingParams
-from s3ft_jax.sampling.sampler import Generation, generate, generate_batches
+Names are loaded on first use, so the settings (`sampling.options`) import without JAX.
+"""
 
-__all__ = ["Generation", "SamplingParams", "generate", "generate_batches", "render_chat"]
+from s3ft_jax.lazy import lazy_exports
+
+_EXPORTS = {
+    "Generation": "sampler",
+    "SamplingOptions": "options",
+    "SamplingParams": "params",
+    "generate": "sampler",
+    "generate_batches": "sampler",
+    "render_chat": "chat",
+}
+__all__ = sorted(_EXPORTS)
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,0 +1,44 @@
+"""The judge settings (`judge.*` in the configuration tree), checked on construction."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from s3ft_jax.errors import ConfigError
+
+LLM_MODES = ("llm", "heuristic", "llm_or_heuristic")
+
+
+@dataclasses.dataclass(frozen=True)
+class JudgeSettings:
+    # For tasks judged by an LLM: its yes/no, the heuristics (exact match, contains), or either.
+    mode: str = "llm_or_heuristic"
+    model: str = ""  # the LLM judge's model; empty: the model being judged's base
+    max_new_tokens: int = 8
+    code_timeout_s: float = 10.0
+    code_workers: int = 0  # 0: one per CPU core
+    # Paraphrases must keep the gold's solution, not only its final answer (judges/solution.py).
+    keep_solution: bool = False
+    keep_solution_fraction: float = 0.5
+
+    def __post_init__(self):
+        if self.mode not in LLM_MODES:
+            raise ConfigError(f"judge.mode must be llm, heuristic or llm_or_heuristic, got {self.mode!r}")
+        if self.code_timeout_s <= 0 or self.max_new_tokens <= 0 or self.code_workers < 0:
+            raise ConfigError("judge.code_timeout_s and judge.max_new_tokens must be positive, judge.code_workers >= 0")
+        if not 0 < self.keep_solution_fraction <= 1:
+            raise ConfigError(f"judge.keep_solution_fraction must be in (0, 1], got {self.keep_solution_fraction}")
+
+    def uses_model(self, task_judge: str) -> bool:
+        """Whether judging a task with this judge kind runs an LLM."""
+        return task_judge == "llm" and self.mode != "heuristic"
+
+    def fingerprint(self, task, model_id) -> dict:
+        """Every setting that can change a verdict of `task` (a tasks.Task)."""
+        inputs = {"kind": task.judge, "options": dict(task.options)}
+        if task.judge == "llm":
+            inputs |= {"mode": self.mode, "prompt": task.prompts.judge, "max_new_tokens": self.max_new_tokens,
+                       "model": model_id if not self.model else self.model}
+        if task.judge == "code":
+            inputs |= {"timeout_s": self.code_timeout_s}
+        return inputs

@@ -1,0 +1,73 @@
+"""The task settings: which task, where its rows come from, and prompt overrides.
+
+Made once from the configuration tree (`config.task_settings`); every function of the tasks
+package that needs a setting takes this, never the tree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from s3ft_jax.errors import ConfigError
+from s3ft_jax.tasks.base import JUDGES, TaskPrompts
+
+TASKS = ("gsm8k", "mbpp", "nq", "custom")
+
+
+@dataclasses.dataclass(frozen=True)
+class CustomTaskSettings:
+    """task.name=custom: the user's JSONL/CSV (or hf:/tfds:) with a prompt and an answer field."""
+
+    train: str = ""
+    test: str = ""
+    id_field: str = "id"
+    prompt_field: str = "prompt"
+    answer_field: str = "answer"  # a string or a list of acceptable answers
+    target_field: str = ""  # a full gold response to train on (default: the answer)
+    judge: str = "exact"
+    regex: str = ""  # judge=regex: pattern whose group 1 (or match) is the answer
+    tests_field: str = "tests"  # judge=code: list of assert statements
+    setup_field: str = "setup"
+    stop: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.judge not in JUDGES:
+            raise ConfigError(f"task.custom.judge must be one of {', '.join(JUDGES)}, got {self.judge!r}")
+        object.__setattr__(self, "stop", tuple(self.stop))
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return tuple(p for p in (self.train, self.test) if p)
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSettings:
+    name: str = "gsm8k"
+    # Empty: the task's files in the data directory; else a file, hf:NAME[:CONFIG] or tfds:NAME.
+    source: str = ""
+    train_split: str = "train"
+    test_split: str = "test"
+    limit: int = 0  # the first N training examples (0: all)
+    split: str = "test"  # the split `s3ft answer` reads
+    index: int = 0  # the example `s3ft answer` shows
+    # Replacement templates; an empty field keeps the task's own.
+    prompts: TaskPrompts = TaskPrompts(prediction="")
+    custom: CustomTaskSettings = CustomTaskSettings()
+    data_dir: str = ""  # empty: $S3FT_DATA_DIR
+    stop: tuple[str, ...] = ()  # stop strings added to the task's own (sampling.stop)
+
+    def __post_init__(self):
+        if self.name not in TASKS:
+            raise ConfigError(f"task.name must be one of {', '.join(TASKS)}, got {self.name!r}")
+        if self.limit < 0:
+            raise ConfigError(f"task.limit must be >= 0, got {self.limit}")
+        if self.index < 0:
+            raise ConfigError(f"task.index must be >= 0, got {self.index}")
+        if not all(isinstance(s, str) and s for s in self.stop):
+            raise ConfigError(f"sampling.stop must be a tuple of non-empty strings, got {self.stop!r}")
+        object.__setattr__(self, "stop", tuple(self.stop))
+
+    @property
+    def needs_data_dir(self) -> bool:
+        """A built-in task reads the data directory; a custom one only for relative paths."""
+        return self.name != "custom" or any(not p.startswith(("/", "hf:", "tfds:")) for p in self.custom.files)
