@@ -72,7 +72,7 @@ def make_checkpoint(out: Path, layers: int) -> int:
     import numpy as np
 
     from s3ft_jax.models.config import ModelConfig
-    from s3ft_jax.models.llama import param_shapes
+    from s3ft_jax.models.params import param_shapes
     from s3ft_jax.models.safetensors_io import write_file
     from s3ft_jax.models.weights import export_entries
 

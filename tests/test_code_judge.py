@@ -22,6 +22,8 @@ import pytest
 
 from s3ft_jax.judges import code as judge
 from s3ft_jax.judges.code import CodeJob, CodeResult, SandboxUnavailable, check_sandbox, run_many, run_tests
+from s3ft_jax.judges.sandbox.kernel import root_mode
+from s3ft_jax.judges.sandbox.launcher import get_launcher
 from tests.conftest import shared_data_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -409,23 +411,23 @@ def test_program_cannot_see_the_tests():
 def test_isolation_probe_sees_the_sandbox():
     # The probe check_sandbox runs, here through the public API: no failures listed.
     result, _ = _run(
-        judge._PROBE_PROGRAM,
+        judge.PROBE_PROGRAM,
         ["assert sandbox_problems() == []"],
         timeout_s=20.0,
         memory_mb=512,
-        setup_code=f"ROOT_MODE = {judge._root_mode()}",
+        setup_code=f"ROOT_MODE = {root_mode()}",
     )
     assert result.passed, result.detail
 
 
 def test_judge_recovers_when_its_launcher_dies():
     check_sandbox()
-    launcher = judge._get_launcher()
+    launcher = get_launcher()
     launcher.proc.kill()
     launcher.proc.wait()
     result, _ = _run("def f():\n    return 1\n", ["assert f() == 1"])
     assert result.passed, result
-    assert judge._get_launcher() is not launcher
+    assert get_launcher() is not launcher
 
 
 # ---------------------------------------------------------------------------------------------

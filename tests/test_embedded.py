@@ -232,20 +232,20 @@ def test_corrupt_cache_is_rebuilt(model_dir, home, caplog):
         chunk = f.read(8)
         f.seek(-1000, os.SEEK_END)
         f.write(bytes(b ^ 0xFF for b in chunk))
-    assert not embedded._is_valid(model_dir, gguf)
+    assert not embedded.is_complete_build(model_dir, gguf)
     (model_dir / "tokenizer.json").unlink()  # one rebuild for both kinds of damage (~10 s each)
     with caplog.at_level(logging.INFO, logger="s3ft_jax"):
         assert ensure_embedded_model(NAME, home=home) == model_dir
     assert [r for r in caplog.records if "building" in r.getMessage()]
     # The conversion is deterministic, so the repaired directory is byte-identical to the first.
     assert _manifest(model_dir)["files"] == good["files"]
-    assert embedded._is_valid(model_dir, gguf)
+    assert embedded.is_complete_build(model_dir, gguf)
     assert not [p for p in model_dir.parent.iterdir() if ".build" in p.name or ".old-" in p.name]
     # A missing file alone is caught by the size pass, before any hashing.
     (model_dir / "tokenizer.json").rename(model_dir / "tokenizer.json.bak")
-    assert not embedded._is_valid(model_dir, gguf)
+    assert not embedded.is_complete_build(model_dir, gguf)
     (model_dir / "tokenizer.json.bak").rename(model_dir / "tokenizer.json")
-    assert embedded._is_valid(model_dir, gguf)
+    assert embedded.is_complete_build(model_dir, gguf)
 
 
 def test_unknown_or_missing_models(monkeypatch, tmp_path):

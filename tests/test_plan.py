@@ -69,14 +69,14 @@ def test_plan_errors_are_one_line(tiny_config, capsys, monkeypatch):
 
 @pytest.mark.fast
 def test_compiler_out_of_memory_is_one_line():
-    from s3ft_jax.plan import _oom_line
+    from s3ft_jax.plan import oom_line
 
     v5e = parse_slice("v5e-8")
     message = "RESOURCE_EXHAUSTED: XLA:TPU compile permanent error. Ran out of memory in memory space hbm. Used 16.03G of 15.75G hbm.\nmore"
-    assert _oom_line(message, v5e, 16 << 30) == ("needs 16.03 GiB per chip, v5e has 15.75 GiB usable", int(16.03 * 2**30))
+    assert oom_line(message, v5e, 16 << 30) == ("needs 16.03 GiB per chip, v5e has 15.75 GiB usable", int(16.03 * 2**30))
     message = "RESOURCE_EXHAUSTED: Program HLO temporaries (28.40G) exceeds available HBM (15.75G)"
-    assert _oom_line(message, v5e, 16 << 30)[0] == "needs 28.40 GiB per chip for temporaries alone, v5e has 15.75 GiB usable"
-    assert _oom_line("RESOURCE_EXHAUSTED: something new\ndetails", v5e, 16 << 30) == ("RESOURCE_EXHAUSTED: something new", 0)
+    assert oom_line(message, v5e, 16 << 30)[0] == "needs 28.40 GiB per chip for temporaries alone, v5e has 15.75 GiB usable"
+    assert oom_line("RESOURCE_EXHAUSTED: something new\ndetails", v5e, 16 << 30) == ("RESOURCE_EXHAUSTED: something new", 0)
 
 
 @pytest.mark.fast

@@ -53,8 +53,7 @@ from pathlib import Path
 from typing import Sequence
 
 from s3ft_jax.judges.sandbox.execute import execute as _execute
-from s3ft_jax.judges.sandbox.kernel import root_mode as _root_mode
-from s3ft_jax.judges.sandbox.launcher import get_launcher as _get_launcher  # noqa: F401  (tests restart it)
+from s3ft_jax.judges.sandbox.kernel import root_mode
 from s3ft_jax.judges.sandbox.lockdown import SYSCALLS
 from s3ft_jax.judges.sandbox.outcome import STATUSES, CodeResult, SandboxUnavailable, short
 
@@ -79,7 +78,7 @@ class CodeJob:
 # The self-check.
 
 # Run as an untrusted program, so it is handed over as text, read from its file.
-_PROBE_PROGRAM = (Path(__file__).parent / "sandbox" / "probe.py").read_text(encoding="utf-8")
+PROBE_PROGRAM = (Path(__file__).parent / "sandbox" / "probe.py").read_text(encoding="utf-8")
 
 _sandbox_lock = threading.Lock()
 _sandbox_state: SandboxUnavailable | bool | None = None
@@ -107,7 +106,7 @@ def _probe_sandbox() -> None:
         raise SandboxUnavailable(f"code sandbox unavailable: no seccomp policy for {machine} (x86_64, aarch64)")
     if not sys.executable or not os.path.exists(sys.executable):
         raise SandboxUnavailable("code sandbox unavailable: sys.executable is not set")
-    result = _execute(_PROBE_PROGRAM, ["assert sandbox_problems() == []"], f"ROOT_MODE = {_root_mode()}", 20.0, 512)
+    result = _execute(PROBE_PROGRAM, ["assert sandbox_problems() == []"], f"ROOT_MODE = {root_mode()}", 20.0, 512)
     if not result.passed:
         raise SandboxUnavailable(short("code sandbox unavailable: isolation probe failed: " + result.detail, 300))
     if os.path.exists("/s3ft-probe"):

@@ -212,7 +212,7 @@ def _write_manifest(out_dir: Path, gguf: Path) -> None:
     _write_json(out_dir / MANIFEST, {**_source_id(gguf), "files": files})
 
 
-def _is_valid(out_dir: Path, gguf: Path) -> bool:
+def is_complete_build(out_dir: Path, gguf: Path) -> bool:
     """True when the directory is complete, unmodified and built by this code from this GGUF."""
     try:
         manifest = json.loads((out_dir / MANIFEST).read_text(encoding="utf-8"))
@@ -231,13 +231,13 @@ def ensure_embedded_model(name: str, *, home: str | os.PathLike | None = None) -
     """The Hugging Face directory of an embedded model, building (or repairing) it if needed."""
     gguf = find_gguf(name)
     target = Path(home or s3ft_home()).expanduser() / "models" / name
-    if _is_valid(target, gguf):
+    if is_complete_build(target, gguf):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     # One builder at a time: others wait on the lock, then find the finished directory.
     with open(target.parent / f".{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if _is_valid(target, gguf):
+        if is_complete_build(target, gguf):
             return target
         logger.info("building embedded model %s from %s into %s", name, gguf.name, target)
         start = time.perf_counter()

@@ -24,6 +24,7 @@ from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
 from s3ft_jax.models.config import ModelConfig
+from s3ft_jax.models.params import param_logical_axes, param_shapes, param_specs
 from s3ft_jax.models.rope import apply_rope, inverse_frequencies, rope_tables
 from s3ft_jax.sharding import DEFAULT_RULES, ShardingRules
 
@@ -33,65 +34,8 @@ _MASKED = -1e30
 _FULL_ATTENTION = np.iinfo(np.int32).max
 
 
-def param_logical_axes(cfg: ModelConfig) -> dict[str, tuple[str | None, ...]]:
-    """Our parameter path -> logical axis names, the single source for sharding parameters."""
-    axes: dict[str, tuple[str | None, ...]] = {
-        "embed.embedding": ("vocab", "embed"),
-        "final_norm.scale": ("norm",),
-        "layers.input_norm.scale": ("layers", "norm"),
-        "layers.post_attn_norm.scale": ("layers", "norm"),
-        "layers.q_proj.kernel": ("layers", "embed", "q_heads", "head_dim"),
-        "layers.k_proj.kernel": ("layers", "embed", "kv_heads", "head_dim"),
-        "layers.v_proj.kernel": ("layers", "embed", "kv_heads", "head_dim"),
-        "layers.o_proj.kernel": ("layers", "q_heads", "head_dim", "embed"),
-        "layers.gate_proj.kernel": ("layers", "embed", "mlp"),
-        "layers.up_proj.kernel": ("layers", "embed", "mlp"),
-        "layers.down_proj.kernel": ("layers", "mlp", "embed"),
-    }
-    if cfg.qkv_bias:
-        axes["layers.q_proj.bias"] = ("layers", "q_heads", "head_dim")
-        axes["layers.k_proj.bias"] = ("layers", "kv_heads", "head_dim")
-        axes["layers.v_proj.bias"] = ("layers", "kv_heads", "head_dim")
-    if cfg.o_bias:
-        axes["layers.o_proj.bias"] = ("layers", "embed")
-    if cfg.mlp_bias:
-        for name in ("gate_proj", "up_proj"):
-            axes[f"layers.{name}.bias"] = ("layers", "mlp")
-        axes["layers.down_proj.bias"] = ("layers", "embed")
-    if not cfg.tie_word_embeddings:
-        axes["lm_head.kernel"] = ("embed", "vocab")
-    return axes
-
-
-def param_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
-    L, D, F = cfg.num_layers, cfg.hidden_size, cfg.intermediate_size
-    H, K, Dh, V = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.vocab_size
-    shapes = {
-        "embed.embedding": (V, D),
-        "final_norm.scale": (D,),
-        "layers.input_norm.scale": (L, D),
-        "layers.post_attn_norm.scale": (L, D),
-        "layers.q_proj.kernel": (L, D, H, Dh),
-        "layers.k_proj.kernel": (L, D, K, Dh),
-        "layers.v_proj.kernel": (L, D, K, Dh),
-        "layers.o_proj.kernel": (L, H, Dh, D),
-        "layers.gate_proj.kernel": (L, D, F),
-        "layers.up_proj.kernel": (L, D, F),
-        "layers.down_proj.kernel": (L, F, D),
-        "layers.q_proj.bias": (L, H, Dh),
-        "layers.k_proj.bias": (L, K, Dh),
-        "layers.v_proj.bias": (L, K, Dh),
-        "layers.o_proj.bias": (L, D),
-        "layers.gate_proj.bias": (L, F),
-        "layers.up_proj.bias": (L, F),
-        "layers.down_proj.bias": (L, D),
-        "lm_head.kernel": (D, V),
-    }
-    return {path: shapes[path] for path in param_logical_axes(cfg)}
-
-
 # ----------------------------------------------------------------------------------------
-# Modules: containers of parameters, built from the two tables above.
+# Modules: containers of parameters, built from the parameter table (models/params.py).
 
 
 class _Params(nnx.Module):
@@ -121,9 +65,9 @@ class LlamaForCausalLM(nnx.Module):
         self.mesh = mesh
         rngs = rngs or nnx.Rngs(0)
         groups: dict[str, dict[str, jax.Array]] = {}
-        for path, shape in param_shapes(cfg).items():
+        for path, spec in param_specs(cfg).items():
             *group, leaf = path.split(".")
-            groups.setdefault(".".join(group), {})[leaf] = _init(rngs, path, shape, param_dtype)
+            groups.setdefault(".".join(group), {})[leaf] = init_param(rngs, spec.init, spec.shape(cfg), param_dtype)
         self.embed = _Params(groups.pop("embed"))
         self.final_norm = _Params(groups.pop("final_norm"))
         if "lm_head" in groups:
@@ -141,10 +85,12 @@ class LlamaForCausalLM(nnx.Module):
         return ForwardSpec(self.cfg, self.dtype, self.rules, self.mesh)
 
 
-def _init(rngs: nnx.Rngs, path: str, shape: tuple[int, ...], dtype) -> jax.Array:
-    if path.endswith("norm.scale"):
+def init_param(rngs: nnx.Rngs, init: str, shape: tuple[int, ...], dtype) -> jax.Array:
+    """A fresh weight by its table row's `init`: norms start at one, biases at zero, matrices
+    at N(0, 0.02^2) (drawn in float32, then cast)."""
+    if init == "ones":
         return jnp.ones(shape, dtype)
-    if path.endswith(".bias"):
+    if init == "zeros":
         return jnp.zeros(shape, dtype)
     return (0.02 * jax.random.normal(rngs.params(), shape, jnp.float32)).astype(dtype)
 

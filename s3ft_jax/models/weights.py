@@ -1,6 +1,6 @@
-"""HF checkpoint <-> our parameters, driven by one mapping table.
+"""HF checkpoint <-> our parameters, driven by the parameter table (models/params.py).
 
-Each rule says: this HF tensor name (a regex; a layer index when the tensor is per-layer) is
+Each row says: this HF tensor name (a regex; a layer index when the tensor is per-layer) is
 that parameter of ours, converted by that layout transform. Loading reads the table forwards;
 export reads it backwards, so the two cannot drift apart.
 """
@@ -18,91 +18,19 @@ import numpy as np
 
 from s3ft_jax.errors import ModelError
 from s3ft_jax.models.config import ModelConfig
+from s3ft_jax.models.params import ALL, LAYER, PARAMS, Index, Layout
 from s3ft_jax.models.safetensors_io import INDEX_FILE, SINGLE_FILE, open_checkpoint, write_file
 
 
-Index = tuple[slice, ...]
-
-
-@dataclasses.dataclass(frozen=True)
-class Layout:
-    """A pair of inverse transforms between HF's tensor layout and ours, and `hf_index`: which
-    part of the HF tensor holds a slice of ours. It gives (the HF slice to read, the index to
-    take of its to_ours result); the second is all-slices except where a slice of ours is
-    not one contiguous HF range (part of a head's dims), where a covering range is read."""
-
-    to_ours: Callable[[np.ndarray, ModelConfig], np.ndarray]
-    to_hf: Callable[[np.ndarray, ModelConfig], np.ndarray]
-    hf_index: Callable[[Index, ModelConfig], tuple[Index, Index]]
-
-
-def _whole_heads(heads: slice, c: ModelConfig) -> slice:
-    # Rows heads.start*Dh .. heads.stop*Dh of a [heads*head_dim, ...] HF tensor.
-    return slice(heads.start * c.head_dim, heads.stop * c.head_dim)
-
-
-_ALL = slice(None)
-
-
-def _heads_in() -> Layout:
-    # HF q/k/v: [heads*head_dim, embed] -> ours [embed, heads, head_dim]
-    return Layout(
-        to_ours=lambda w, c: w.T.reshape(w.shape[1], -1, c.head_dim),
-        to_hf=lambda w, c: w.reshape(w.shape[0], -1).T,
-        hf_index=lambda i, c: ((_whole_heads(i[1], c), i[0]), (_ALL, _ALL, i[2])),
-    )
-
-
-def _heads_bias() -> Layout:
-    return Layout(
-        to_ours=lambda b, c: b.reshape(-1, c.head_dim),
-        to_hf=lambda b, c: b.reshape(-1),
-        hf_index=lambda i, c: ((_whole_heads(i[0], c),), (_ALL, i[1])),
-    )
-
-
-SAME = Layout(lambda w, c: w, lambda w, c: w, lambda i, c: (i, ()))
-TRANSPOSE = Layout(lambda w, c: w.T, lambda w, c: w.T, lambda i, c: (i[::-1], ()))
-# q and k/v differ only in their head counts, which the shapes carry.
-Q_IN = KV_IN = _heads_in()
-Q_BIAS = KV_BIAS = _heads_bias()
-# HF o_proj: [embed, heads*head_dim] -> ours [heads, head_dim, embed]
-O_OUT = Layout(
-    to_ours=lambda w, c: w.T.reshape(-1, c.head_dim, w.shape[0]),
-    to_hf=lambda w, c: w.reshape(-1, w.shape[-1]).T,
-    hf_index=lambda i, c: ((i[2], _whole_heads(i[0], c)), (_ALL, i[1], _ALL)),
-)
-
-_L = r"model\.layers\.(\d+)\."
-# (HF name pattern, our parameter path, layout). `{i}` in the export name is the layer.
-WEIGHT_TABLE: tuple[tuple[str, str, Layout], ...] = (
-    (r"model\.embed_tokens\.weight", "embed.embedding", SAME),
-    (r"model\.norm\.weight", "final_norm.scale", SAME),
-    (r"lm_head\.weight", "lm_head.kernel", TRANSPOSE),
-    (_L + r"input_layernorm\.weight", "layers.input_norm.scale", SAME),
-    (_L + r"post_attention_layernorm\.weight", "layers.post_attn_norm.scale", SAME),
-    (_L + r"self_attn\.q_proj\.weight", "layers.q_proj.kernel", Q_IN),
-    (_L + r"self_attn\.k_proj\.weight", "layers.k_proj.kernel", KV_IN),
-    (_L + r"self_attn\.v_proj\.weight", "layers.v_proj.kernel", KV_IN),
-    (_L + r"self_attn\.o_proj\.weight", "layers.o_proj.kernel", O_OUT),
-    (_L + r"self_attn\.q_proj\.bias", "layers.q_proj.bias", Q_BIAS),
-    (_L + r"self_attn\.k_proj\.bias", "layers.k_proj.bias", KV_BIAS),
-    (_L + r"self_attn\.v_proj\.bias", "layers.v_proj.bias", KV_BIAS),
-    (_L + r"self_attn\.o_proj\.bias", "layers.o_proj.bias", SAME),
-    (_L + r"mlp\.gate_proj\.weight", "layers.gate_proj.kernel", TRANSPOSE),
-    (_L + r"mlp\.up_proj\.weight", "layers.up_proj.kernel", TRANSPOSE),
-    (_L + r"mlp\.down_proj\.weight", "layers.down_proj.kernel", TRANSPOSE),
-    (_L + r"mlp\.gate_proj\.bias", "layers.gate_proj.bias", SAME),
-    (_L + r"mlp\.up_proj\.bias", "layers.up_proj.bias", SAME),
-    (_L + r"mlp\.down_proj\.bias", "layers.down_proj.bias", SAME),
-)
+# (HF name pattern, our parameter path, layout), read off the parameter table.
+WEIGHT_TABLE: tuple[tuple[str, str, Layout], ...] = tuple((p.hf, p.path, p.layout) for p in PARAMS)
 _COMPILED = tuple((re.compile(p), ours, layout) for p, ours, layout in WEIGHT_TABLE)
 # Buffers some exporters write that carry no weights of their own.
 _IGNORED = re.compile(r".*rotary_emb\.inv_freq$")
 
 
 def hf_name(pattern: str, layer: int | None) -> str:
-    name = pattern.replace(_L, f"model.layers.{layer}.") if layer is not None else pattern
+    name = pattern.replace(LAYER, f"model.layers.{layer}.") if layer is not None else pattern
     return name.replace("\\.", ".")
 
 
@@ -164,7 +92,7 @@ def _hf_shape(layout: Layout, our_shape: tuple[int, ...], cfg: ModelConfig) -> t
 
 def _normalize(index: tuple, shape: tuple[int, ...]) -> Index:
     """make_array_from_callback's index (slices, possibly open-ended or missing) as explicit ranges."""
-    index = tuple(index) + (_ALL,) * (len(shape) - len(index))
+    index = tuple(index) + (ALL,) * (len(shape) - len(index))
     return tuple(slice(*s.indices(n)[:2]) for s, n in zip(index, shape))
 
 

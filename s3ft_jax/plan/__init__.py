@@ -47,7 +47,7 @@ def _budget(config, target: Slice) -> int:
     return int(config.plan.hbm_gib * GIB) if config.plan.hbm_gib else target.chip.hbm_bytes
 
 
-def _oom_line(message: str, target: Slice, budget: int) -> tuple[str, int]:
+def oom_line(message: str, target: Slice, budget: int) -> tuple[str, int]:
     """The compiler's out-of-memory report as one line, and the bytes it needed (0 if unknown)."""
     units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
@@ -81,7 +81,7 @@ def _compile(program, config, target: Slice) -> PlanRow:
         text = str(e)
         if "RESOURCE_EXHAUSTED" not in text and "exceeds available" not in text and "Ran out of memory" not in text:
             raise
-        row.error, row.needed_bytes = _oom_line(text, target, budget)
+        row.error, row.needed_bytes = oom_line(text, target, budget)
         row.compile_seconds = time.perf_counter() - start
         return row
     row.compile_seconds = time.perf_counter() - start

@@ -21,7 +21,8 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec
 
 from s3ft_jax.models.config import ModelConfig
-from s3ft_jax.models.llama import ForwardSpec, param_logical_axes, param_shapes
+from s3ft_jax.models.llama import ForwardSpec
+from s3ft_jax.models.params import param_logical_axes, param_shapes
 from s3ft_jax.models.loading import to_dtype
 from s3ft_jax.sharding import DEFAULT_RULES
 

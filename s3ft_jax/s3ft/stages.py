@@ -83,9 +83,6 @@ class Stage:
     def complete(self, **summary) -> None:
         self._write_meta(complete=True, summary=summary)
 
-    def summary(self) -> dict:
-        return (self._meta() or {}).get("summary", {})
-
     def _write_meta(self, complete: bool, summary: dict | None = None) -> None:
         meta = {"stage": self.name, "fingerprint": self.fingerprint, "complete": complete,
                 "inputs": self.inputs, "summary": summary or {}, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}

@@ -37,10 +37,6 @@ class Example:
     def to_json(self) -> dict:
         return {"id": self.id, "fields": dict(self.fields), "gold": self.gold, "reference": self.reference}
 
-    @classmethod
-    def from_json(cls, row: dict) -> "Example":
-        return cls(row["id"], row["fields"], row["gold"], row["reference"])
-
 
 @dataclasses.dataclass(frozen=True)
 class TaskPrompts:
