@@ -12,7 +12,8 @@ from s3ft_jax.models import from_pretrained, save_pretrained
 from s3ft_jax.models.config import ModelConfig
 from s3ft_jax.models.params import param_shapes
 from s3ft_jax.models.safetensors_io import SafetensorsFile, write_file
-from s3ft_jax.models.weights import export_entries, open_checkpoint, plan_load
+from s3ft_jax.models.safetensors_io import open_checkpoint
+from s3ft_jax.models.weights import export_entries, plan_load
 from s3ft_jax.sharding import make_mesh
 from s3ft_jax.training.step import flatten
 

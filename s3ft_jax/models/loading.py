@@ -20,7 +20,8 @@ from s3ft_jax.models import embedded
 from s3ft_jax.models.config import ModelConfig
 from s3ft_jax.models.llama import LlamaForCausalLM
 from s3ft_jax.models.params import param_logical_axes, param_shapes
-from s3ft_jax.models.weights import export_entries, load_array, open_checkpoint, plan_load, to_hf_layout, write_checkpoint
+from s3ft_jax.models.safetensors_io import open_checkpoint
+from s3ft_jax.models.weights import export_entries, load_array, plan_load, to_hf_layout, write_checkpoint
 from s3ft_jax.progress import progress_bar
 from s3ft_jax.sharding import DEFAULT_RULES, ShardingRules
 

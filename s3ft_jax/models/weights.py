@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -19,7 +18,7 @@ import numpy as np
 from s3ft_jax.errors import ModelError
 from s3ft_jax.models.config import ModelConfig
 from s3ft_jax.models.params import ALL, LAYER, PARAMS, Index, Layout
-from s3ft_jax.models.safetensors_io import INDEX_FILE, SINGLE_FILE, open_checkpoint, write_file
+from s3ft_jax.models.safetensors_io import INDEX_FILE, SINGLE_FILE, write_file
 
 
 # (HF name pattern, our parameter path, layout), read off the parameter table.
