@@ -17,7 +17,7 @@ def config(config) -> None:
 
 
 def generate(config) -> None:
-    from s3ft_jax.config import sampling_kwargs
+    from s3ft_jax.config import sampling_options
     from s3ft_jax.sampling.queue import read_prompts, run_queue
 
     if not config.generate.input:
@@ -25,7 +25,7 @@ def generate(config) -> None:
     output = Path(config.generate.output or Path(config.workdir) / "generations.jsonl")
     model, tokenizer = load_model_and_tokenizer(config)
     read_prompts(config.generate.input, tokenizer)  # fail on a bad file before any compile
-    report = run_queue(model, tokenizer, config.generate.input, output, **sampling_kwargs(config))
+    report = run_queue(model, tokenizer, config.generate.input, output, sampling_options(config))
     print(
         f"{report.total} prompts: {report.already_done} already done, {report.generated} generated, "
         f"{report.tokens} tokens in {report.seconds:.1f}s ({report.tokens_per_second:.1f} tok/s) -> {output}"
@@ -35,7 +35,7 @@ def generate(config) -> None:
 def answer(config) -> None:
     import jax
 
-    from s3ft_jax.config import sampling_kwargs
+    from s3ft_jax.config import sampling_options
     from s3ft_jax.judges.verdict import Judge
     from s3ft_jax.sampling import generate, render_chat
     from s3ft_jax.tasks import get_task, load_examples
@@ -51,7 +51,7 @@ def answer(config) -> None:
     loaded = time.perf_counter()
 
     prompt = render_chat(tokenizer, [{"role": "user", "content": task.prediction_prompt(example)}])
-    (result,) = generate(model, tokenizer, [prompt], **sampling_kwargs(config, task))
+    (result,) = generate(model, tokenizer, [prompt], sampling_options(config, task))
     done = time.perf_counter()
     judge = Judge(task, mode="heuristic" if task.judge == "llm" else config.judge.mode, code_timeout_s=config.judge.code_timeout_s)
     (verdict,) = judge([example], [result.text])

@@ -15,6 +15,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from s3ft_jax.errors import ConfigError
+from s3ft_jax.sampling.options import SamplingOptions
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -191,12 +192,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         value = config.model[key]
         if value is not None and value not in ("float32", "bfloat16", "float16"):
             raise ConfigError(f"model.{key} must be float32, bfloat16 or float16, got {value!r}")
-    sampling = config.sampling
-    for key in ("batch_size", "chunk"):
-        if sampling[key] <= 0:
-            raise ConfigError(f"sampling.{key} must be positive, got {sampling[key]}")
-    if sampling.max_new_tokens < 0:
-        raise ConfigError(f"sampling.max_new_tokens must be positive (or 0 for the task default), got {sampling.max_new_tokens}")
+    if config.sampling.max_new_tokens < 0:
+        raise ConfigError(f"sampling.max_new_tokens must be positive (or 0 for the task default), got {config.sampling.max_new_tokens}")
+    sampling_options(config)  # SamplingOptions checks the rest of the section
     if config.task.limit < 0:
         raise ConfigError(f"task.limit must be >= 0, got {config.task.limit}")
     unknown = sorted(set(config.run.methods) - {"base", "sft", "sdft", "s3ft"})
@@ -214,14 +212,6 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         raise ConfigError("judge.code_timeout_s and judge.max_new_tokens must be positive, judge.code_workers >= 0")
     if not 0 < config.judge.keep_solution_fraction <= 1:
         raise ConfigError(f"judge.keep_solution_fraction must be in (0, 1], got {config.judge.keep_solution_fraction}")
-    if sampling.temperature < 0:
-        raise ConfigError(f"sampling.temperature must be >= 0, got {sampling.temperature}")
-    if not 0 < sampling.top_p <= 1:
-        raise ConfigError(f"sampling.top_p must be in (0, 1], got {sampling.top_p}")
-    if sampling.top_k < 0:
-        raise ConfigError(f"sampling.top_k must be >= 0, got {sampling.top_k}")
-    if not all(isinstance(s, str) and s for s in sampling.stop):
-        raise ConfigError(f"sampling.stop must be a tuple of non-empty strings, got {sampling.stop!r}")
     _validate_train(config)
     if config.plan.prompt_length <= 0 or config.plan.score_length < 0 or config.plan.hbm_gib < 0:
         raise ConfigError("plan.prompt_length must be positive, plan.score_length and plan.hbm_gib >= 0")
@@ -273,13 +263,13 @@ def _validate_train(config: ml_collections.ConfigDict) -> None:
 DEFAULT_MAX_NEW_TOKENS = 256
 
 
-def sampling_kwargs(config: ml_collections.ConfigDict, task=None) -> dict:
-    """The config's sampling section as keyword arguments of `sampling.generate`; with a task,
-    its default length and stop strings fill in."""
+def sampling_options(config: ml_collections.ConfigDict, task=None) -> SamplingOptions:
+    """The config's sampling section as the sampler's settings; with a task, its default
+    length and its stop strings fill in."""
     s = config.sampling
     default_length = task.max_new_tokens if task is not None else DEFAULT_MAX_NEW_TOKENS
     stop = task.stop if task is not None else tuple(s.stop)
-    return dict(
+    return SamplingOptions(
         max_new_tokens=s.max_new_tokens or default_length, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
         stop=tuple(stop), seed=config.seed, batch_size=s.batch_size, return_logprobs=s.return_logprobs,
         chunk=s.chunk,

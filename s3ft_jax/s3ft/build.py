@@ -221,12 +221,12 @@ class Builder:
         return text
 
     def _generate_with_model(self, prompts: Path, output: Path, keep_extra: bool) -> None:
-        from s3ft_jax.config import sampling_kwargs
+        from s3ft_jax.config import sampling_options
         from s3ft_jax.sampling.queue import run_queue
 
         model, tokenizer = self.model.get()
-        kwargs = sampling_kwargs(self.config, self.task)
-        run_queue(model, tokenizer, prompts, output, progress=self.progress, keep_extra=keep_extra, **kwargs)
+        options = sampling_options(self.config, self.task)
+        run_queue(model, tokenizer, prompts, output, options, progress=self.progress, keep_extra=keep_extra)
 
     def _log(self, name, status, rows, start) -> None:
         self.stages.append(StageLog(name, status, rows, time.perf_counter() - start))
