@@ -33,11 +33,11 @@ def rss_mb(): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 OURS = COMMON + r"""
 from s3ft_jax.models import from_pretrained
-from s3ft_jax.sampling import generate
+from s3ft_jax.sampling import SamplingOptions, generate
 model = from_pretrained(path, dtype="float32")
-kw = dict(max_new_tokens=args["max_new_tokens"], batch_size=args["batch"])
-t = time.perf_counter(); generate(model, tokenizer, prompts, **kw); first = time.perf_counter() - t
-t = time.perf_counter(); out = generate(model, tokenizer, prompts, **kw); run = time.perf_counter() - t
+options = SamplingOptions(max_new_tokens=args["max_new_tokens"], batch_size=args["batch"])
+t = time.perf_counter(); generate(model, tokenizer, prompts, options); first = time.perf_counter() - t
+t = time.perf_counter(); out = generate(model, tokenizer, prompts, options); run = time.perf_counter() - t
 tokens = sum(len(g.token_ids) for g in out)
 print(json.dumps({"tokens": tokens, "seconds": run, "compile_s": max(first - run, 0.0), "rss_mb": rss_mb(), "ids": [g.token_ids for g in out]}))
 """

@@ -86,7 +86,10 @@ from flax import nnx
 from s3ft_jax.models import from_pretrained
 from s3ft_jax.sampling.params import SamplingParams
 from s3ft_jax.models.llama import unstack_layers
-from s3ft_jax.sampling.sampler import bucket, decode, empty_state, generate, insert, row_slots
+from s3ft_jax.sampling.engine import generate
+from s3ft_jax.sampling.options import SamplingOptions
+from s3ft_jax.sampling.sampler import decode, empty_state, insert
+from s3ft_jax.sampling.scheduler import bucket, row_slots
 args = json.loads(sys.argv[1])
 model = from_pretrained(args["dir"], dtype="bfloat16")
 params = unstack_layers(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
@@ -131,9 +134,10 @@ for batch in args["batches"]:
     pre, dec, state = one_run(ids, mask, rows, gen_len, N)
     assert int(state.t) == N - 1 and bool((np.asarray(state.tokens)[:, :N] >= 0).all())
     prompts = [list(map(int, row)) for row in np.asarray(ids)]
-    generate(model, NoTextTokenizer(), prompts, max_new_tokens=N, batch_size=batch, eos_ids=[])
+    options = SamplingOptions(max_new_tokens=N, batch_size=batch)
+    generate(model, NoTextTokenizer(), prompts, options, eos_ids=[])
     t = time.perf_counter()
-    out = generate(model, NoTextTokenizer(), prompts, max_new_tokens=N, batch_size=batch, eos_ids=[])
+    out = generate(model, NoTextTokenizer(), prompts, options, eos_ids=[])
     e2e = time.perf_counter() - t
     assert all(len(g.token_ids) == N for g in out)
     kv_avg = batch * (P + N / 2) * kv_bytes_per_token  # KV bytes a step must read, averaged

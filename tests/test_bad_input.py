@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from s3ft_jax import cli
-from s3ft_jax.errors import ModelError
+from s3ft_jax.errors import ConfigError, ModelError
 from s3ft_jax.models import from_pretrained, save_pretrained
 from s3ft_jax.models.safetensors_io import SafetensorsFile, save_file
+from s3ft_jax.sampling.options import SamplingOptions
 from tests.tiny_models import make_tiny_model, random_batch
 
 pytestmark = pytest.mark.fast  # `make test-fast`
@@ -118,6 +119,9 @@ def test_not_a_model_directory(tmp_path):
         (["--config=configs/nope.py"], "config file 'configs/nope.py' not found"),
         (["--config=configs/models.py:gpt5"], "unknown model preset 'gpt5'"),
         (["positional"], "unexpected argument 'positional'"),
+        (["--config.sampling.batch_size=0"], "sampling.batch_size must be positive, got 0"),
+        (["--config.sampling.top_p=1.5"], "sampling.top_p must be in (0, 1], got 1.5"),
+        (["--config.sampling.max_new_tokens=-1"], "sampling.max_new_tokens must be positive (or 0 for the task default), got -1"),
     ],
 )
 def test_cli_config_errors_are_one_line(capsys, args, message):
@@ -136,3 +140,31 @@ def test_cli_config_overrides_apply(capsys):
 def test_cli_unknown_command(capsys):
     assert cli.main(["fly"]) == 2
     assert "unknown command 'fly'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (dict(batch_size=0), "sampling.batch_size must be positive, got 0"),
+        (dict(chunk=-1), "sampling.chunk must be positive, got -1"),
+        (dict(max_new_tokens=0), "sampling.max_new_tokens must be positive, got 0"),
+        (dict(temperature=-0.5), "sampling.temperature must be >= 0, got -0.5"),
+        (dict(top_p=0.0), r"sampling.top_p must be in \(0, 1\], got 0.0"),
+        (dict(top_k=-1), "sampling.top_k must be >= 0, got -1"),
+        (dict(stop=("",)), "sampling.stop must be a tuple of non-empty strings"),
+        (dict(stop="[DONE]"), "sampling.stop must be a tuple of non-empty strings, got '\\[DONE\\]'"),
+        (dict(group=0), "sampling.group must be positive"),
+        (dict(min_compact=0), "sampling.min_compact must be positive, got 0"),
+        (dict(share_prefix=-1), "sampling.share_prefix must be >= 0, got -1"),
+    ],
+)
+def test_options_reject_bad_settings_in_one_line(settings, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        SamplingOptions(**{"max_new_tokens": 8, **settings})
+    assert "\n" not in str(info.value)
+
+
+def test_options_hold_stop_strings_as_a_tuple():
+    options = SamplingOptions(max_new_tokens=8, stop=["a", "b"])
+    assert options.stop == ("a", "b")
+    assert {options: "kept"}[SamplingOptions(max_new_tokens=8, stop=("a", "b"))] == "kept"  # hashable, by value

@@ -35,16 +35,24 @@ def test_heuristic_mode_needs_no_model():
 
 
 def test_llm_modes_combine_the_model_and_the_heuristic(monkeypatch):
-    seen = {}
+    seen = {"engines": 0}
 
-    def fake_generate(model, tokenizer, prompts, **kwargs):
-        seen["prompts"] = prompts
-        return [type("G", (), {"text": t})() for t in ("no", "yes", "no")]
+    class FakeEngine:
+        def __init__(self, model):
+            seen["engines"] += 1
 
-    monkeypatch.setattr("s3ft_jax.sampling.generate", fake_generate)
+        def generate(self, tokenizer, prompts, options):
+            seen["prompts"], seen["options"] = prompts, options
+            return [type("G", (), {"text": t})() for t in ("no", "yes", "no")]
+
+    monkeypatch.setattr("s3ft_jax.sampling.SamplerEngine", FakeEngine)
     tokenizer = type("T", (), {"chat_template": "x", "apply_chat_template": lambda self, m, tokenize, add_generation_prompt: m[0]["content"]})()
-    llm = Judge(nq_task(), JudgeSettings(mode="llm"), model=object(), tokenizer=tokenizer)(EXAMPLES, RESPONSES)
+    judge = Judge(nq_task(), JudgeSettings(mode="llm", max_new_tokens=5), model=object(), tokenizer=tokenizer, llm_batch_size=3)
+    llm = judge(EXAMPLES, RESPONSES)
     assert [v.correct for v in llm] == [False, True, False]
+    assert (seen["options"].max_new_tokens, seen["options"].batch_size) == (5, 3)
+    judge(EXAMPLES, RESPONSES)  # a second batch reuses the engine: the weights are copied once
+    assert seen["engines"] == 1
     both = Judge(nq_task(), JudgeSettings(mode="llm_or_heuristic"), model=object(), tokenizer=tokenizer)(EXAMPLES, RESPONSES)
     assert [v.correct for v in both] == [True, True, False]
     # The judge prompt shows the question, every gold answer and the response.

@@ -8,6 +8,7 @@ import pytest
 from s3ft_jax import cli
 from s3ft_jax.errors import S3FTError
 from s3ft_jax.models import from_pretrained
+from s3ft_jax.sampling import SamplingOptions
 from s3ft_jax.sampling.queue import run_queue
 from tests.tiny_models import VOCAB, IdTokenizer, make_tiny_model
 
@@ -32,7 +33,7 @@ def prompts_file(tmp_path):
     return path
 
 
-KW = dict(max_new_tokens=12, batch_size=4, temperature=0.8, seed=1, return_logprobs=True, progress=False)
+OPTIONS = SamplingOptions(max_new_tokens=12, batch_size=4, temperature=0.8, seed=1, return_logprobs=True)
 
 
 class Crash(Exception):
@@ -41,7 +42,7 @@ class Crash(Exception):
 
 def test_resumed_run_writes_the_same_file(model, prompts_file, tmp_path):
     whole = tmp_path / "whole.jsonl"
-    report = run_queue(model, TOK, prompts_file, whole, **KW)
+    report = run_queue(model, TOK, prompts_file, whole, OPTIONS, progress=False)
     assert (report.total, report.generated) == (10, 10)
     rows = [json.loads(line) for line in whole.read_text().splitlines()]
     assert [r["id"] for r in rows] == [f"q{i}" for i in range(10)]  # input order
@@ -54,15 +55,15 @@ def test_resumed_run_writes_the_same_file(model, prompts_file, tmp_path):
             raise Crash
 
     with pytest.raises(Crash):
-        run_queue(model, TOK, prompts_file, resumed, after_batch=crash, **KW)
+        run_queue(model, TOK, prompts_file, resumed, OPTIONS, after_batch=crash, progress=False)
     assert len(resumed.read_text().splitlines()) == 8  # two batches of four survived the crash
     with open(resumed, "a") as f:
         f.write('{"id": "q3", "text": "torn')  # a write cut short by the crash
-    report = run_queue(model, TOK, prompts_file, resumed, **KW)
+    report = run_queue(model, TOK, prompts_file, resumed, OPTIONS, progress=False)
     assert (report.already_done, report.generated) == (8, 2)
     assert resumed.read_bytes() == whole.read_bytes()
 
-    again = run_queue(model, TOK, prompts_file, resumed, **KW)
+    again = run_queue(model, TOK, prompts_file, resumed, OPTIONS, progress=False)
     assert again.generated == 0 and resumed.read_bytes() == whole.read_bytes()
 
 
@@ -79,7 +80,7 @@ def test_bad_prompt_files(model, tmp_path, lines, message):
     path = tmp_path / "bad.jsonl"
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(S3FTError, match=message):
-        run_queue(model, TOK, path, tmp_path / "out.jsonl", **KW)
+        run_queue(model, TOK, path, tmp_path / "out.jsonl", OPTIONS, progress=False)
     assert not (tmp_path / "out.jsonl").exists()
 
 
@@ -87,7 +88,7 @@ def test_output_from_another_input_is_refused(model, prompts_file, tmp_path):
     out = tmp_path / "out.jsonl"
     out.write_text(json.dumps({"id": "other", "text": "x"}) + "\n")
     with pytest.raises(S3FTError, match="ids not in"):
-        run_queue(model, TOK, prompts_file, out, **KW)
+        run_queue(model, TOK, prompts_file, out, OPTIONS, progress=False)
     assert json.loads(out.read_text())["id"] == "other"  # left untouched
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from s3ft_jax.models import from_pretrained, load_tokenizer
-from s3ft_jax.sampling import generate, render_chat
+from s3ft_jax.sampling import SamplingOptions, generate, render_chat
 from s3ft_jax.tasks import gsm8k
 from tests.conftest import shared_data_dir
 
@@ -34,7 +34,7 @@ def setup(embedded_home):
 def test_embedded_greedy_equals_transformers(setup, batch_size):
     model, tokenizer, prompts, references = setup
     assert len({len(tokenizer(p)["input_ids"]) for p in prompts}) == 8
-    ours = generate(model, tokenizer, prompts, max_new_tokens=64, batch_size=batch_size)
+    ours = generate(model, tokenizer, prompts, SamplingOptions(max_new_tokens=64, batch_size=batch_size))
     same = [g.token_ids == ref for g, ref in zip(ours, references)]
     assert all(same), f"token mismatch in prompts {[i for i, s in enumerate(same) if not s]}"
     for g, ref in zip(ours, references):

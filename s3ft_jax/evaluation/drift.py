@@ -36,7 +36,8 @@ from s3ft_jax.evaluation.intervals import ratio_mean
 from s3ft_jax.evaluation.loglikelihood import DEFAULT_BATCH_TOKENS, _pow2, _rows_for, encode_pair
 from s3ft_jax.models.llama import ForwardSpec, hidden_states, logits_from_hidden, positions_from_mask
 from s3ft_jax.progress import progress_bar
-from s3ft_jax.sampling.sampler import TRACE_COUNTS, batch_multiple, bucket
+from s3ft_jax.sampling.sampler import TRACE_COUNTS, batch_multiple
+from s3ft_jax.sampling.scheduler import bucket
 from s3ft_jax.sharding import global_to_host, host_to_global
 
 # Positions (rows x C) per batch whose full-vocabulary log-softmax is held for both models:

@@ -165,13 +165,14 @@ class S3FTJaxLM(TemplateLM):
         """Greedy or sampled generation, cut at the first `until` string (or EOS)."""
         from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
 
-        from s3ft_jax.sampling import generate
+        from s3ft_jax.sampling import SamplerEngine, SamplingOptions
 
         groups: dict[str, list[int]] = {}
         for i, req in enumerate(requests):
             groups.setdefault(json.dumps(req.args[1], sort_keys=True, default=str), []).append(i)
         out: list[str] = [""] * len(requests)
         eos = self.tok_decode([self.eot_token_id], skip_special_tokens=False)
+        engine = SamplerEngine(self.model) if groups else None  # one copy of the weights for every group
         for indices in groups.values():
             kwargs = normalize_gen_kwargs(requests[indices[0]].args[1], self.max_gen_toks)
             until = handle_stop_sequences(kwargs.pop("until", None), eos=eos)
@@ -181,18 +182,16 @@ class S3FTJaxLM(TemplateLM):
                 raise ValueError(f"max_gen_toks {max_gen_toks} leaves no room for a prompt in max_length {self.max_length}")
             prompts = [self.tok_encode(requests[i].args[0], left_truncate_len=max_ctx) for i in indices]
             temperature = float(kwargs.get("temperature", 0.0)) if kwargs.get("do_sample") else 0.0
-            generations = generate(
-                self.model,
-                self.tokenizer,
-                prompts,
+            options = SamplingOptions(
                 max_new_tokens=max_gen_toks,
                 temperature=temperature,
                 top_p=float(kwargs.get("top_p") or 1.0),
                 top_k=int(kwargs.get("top_k") or 0),
-                stop=[s for s in until if s],
+                stop=tuple(s for s in until if s),
                 seed=self.seed,
                 batch_size=self.batch_size,
             )
+            generations = engine.generate(self.tokenizer, prompts, options)
             for i, generation in zip(indices, generations):
                 text = postprocess_generated_text(generation.text, until, None)
                 out[i] = text

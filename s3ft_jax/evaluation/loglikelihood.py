@@ -14,7 +14,7 @@ returns, computed the way its `HFLM` computes them:
   context is cut from the left and the continuation is always scored in full.
 
 Batches. Requests are sorted by length (longest first), cut into batches and left-padded to a
-bucketed length (`sampler.bucket`: 16, 24, 32, 48, ...), so a benchmark compiles a handful of
+bucketed length (`scheduler.bucket`: 16, 24, 32, 48, ...), so a benchmark compiles a handful of
 shapes. Each batch is split over the mesh axes that hold "batch". Only the last C positions
 (C = the bucketed longest continuation of the batch) go through the LM head, in float32, and
 only target log-probabilities and argmax flags leave the device: no [B, T, V] log-softmax.
@@ -44,7 +44,8 @@ from flax import nnx
 from s3ft_jax.models.llama import ForwardSpec, hidden_states, logits_from_hidden, positions_from_mask
 from s3ft_jax.progress import progress_bar
 from s3ft_jax.sampling.params import greedy_token
-from s3ft_jax.sampling.sampler import TRACE_COUNTS, batch_multiple, bucket
+from s3ft_jax.sampling.sampler import TRACE_COUNTS, batch_multiple
+from s3ft_jax.sampling.scheduler import bucket
 from s3ft_jax.sharding import global_to_host, host_to_global
 
 log = logging.getLogger("s3ft_jax")

@@ -31,6 +31,7 @@ class Judge:
         self.task, self.settings, self.mode = task, settings, settings.mode
         self.model, self.tokenizer = model, tokenizer
         self.llm_batch_size = llm_batch_size
+        self._engine = None  # the LLM judge's SamplerEngine, built on its first question and kept
         if task.judge == "code":
             from s3ft_jax.judges.code import check_sandbox
 
@@ -88,16 +89,19 @@ class Judge:
         return verdicts
 
     def _ask_model(self, examples, responses) -> tuple[list[bool], list[str]]:
-        from s3ft_jax.sampling import generate, render_chat
+        from s3ft_jax.sampling import SamplerEngine, SamplingOptions, render_chat
 
         if self.model is None or self.tokenizer is None:
             raise ConfigError("the llm judge needs a model (judge.mode=heuristic judges without one)")
+        if self._engine is None:  # the weights' sampling copy, made once for every batch judged
+            self._engine = SamplerEngine(self.model)
         prompts = [
             render_chat(self.tokenizer, [{"role": "user", "content": self.task.render(
                 self.task.prompts.judge, e, golds=" | ".join(map(str, e.reference)), response=r.strip())}])
             for e, r in zip(examples, responses)
         ]
-        out = generate(self.model, self.tokenizer, prompts, max_new_tokens=self.settings.max_new_tokens, batch_size=self.llm_batch_size)
+        options = SamplingOptions(max_new_tokens=self.settings.max_new_tokens, batch_size=self.llm_batch_size)
+        out = self._engine.generate(self.tokenizer, prompts, options)
         said = [parse_yes_no(g.text) for g in out]
         return said, [g.text for g in out]
 

@@ -155,13 +155,14 @@ def sampler_programs(config, cfg: ModelConfig, mesh, platform: str) -> list[Prog
     from s3ft_jax.config import DEFAULT_MAX_NEW_TOKENS
     from s3ft_jax.sampling import sampler
     from s3ft_jax.sampling.params import SamplingParams
+    from s3ft_jax.sampling.scheduler import batch_and_group, bucket, row_slots
 
     spec = ForwardSpec(cfg, to_dtype(config.model.dtype), DEFAULT_RULES, mesh, platform=platform)
     params = unstacked(abstract_params(cfg, to_dtype(config.model.param_dtype or config.model.dtype), mesh))
-    batch, group = sampler.batch_and_group(config.sampling.batch_size, sampler.batch_multiple(spec))
+    batch, group = batch_and_group(config.sampling.batch_size, sampler.batch_multiple(spec))
     max_new = config.sampling.max_new_tokens or DEFAULT_MAX_NEW_TOKENS
-    prompt = sampler.bucket(config.plan.prompt_length)
-    slots, gen_len = sampler.row_slots(config.plan.prompt_length, max_new), sampler.bucket(max_new)
+    prompt = bucket(config.plan.prompt_length)
+    slots, gen_len = row_slots(config.plan.prompt_length, max_new), bucket(max_new)
 
     # The decode state's shardings are whatever the real `empty_state` program gives it.
     made = sampler.empty_state.lower(spec, None, batch, slots, gen_len).compile()
@@ -195,7 +196,8 @@ def sampler_programs(config, cfg: ModelConfig, mesh, platform: str) -> list[Prog
 
 def score_program(config, cfg: ModelConfig, mesh, platform: str) -> Program:
     from s3ft_jax.evaluation import loglikelihood as ll
-    from s3ft_jax.sampling.sampler import batch_multiple, bucket
+    from s3ft_jax.sampling.sampler import batch_multiple
+    from s3ft_jax.sampling.scheduler import bucket
 
     spec = ForwardSpec(cfg, to_dtype(config.model.dtype), DEFAULT_RULES, mesh, platform=platform)
     params = abstract_params(cfg, to_dtype(config.model.param_dtype or config.model.dtype), mesh)

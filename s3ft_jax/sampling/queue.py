@@ -26,7 +26,8 @@ from s3ft_jax import distributed, io
 from s3ft_jax.errors import S3FTError
 from s3ft_jax.progress import progress_bar
 from s3ft_jax.sampling.chat import render_chat
-from s3ft_jax.sampling.sampler import Generation, generate_batches
+from s3ft_jax.sampling.engine import Generation, SamplerEngine
+from s3ft_jax.sampling.options import SamplingOptions
 
 
 @dataclasses.dataclass
@@ -99,13 +100,16 @@ def run_queue(
     tokenizer,
     input_path: str | os.PathLike,
     output_path: str | os.PathLike,
+    options: SamplingOptions,
     *,
     progress: bool = True,
     after_batch: Callable[[int], None] | None = None,
     keep_extra: bool = False,
-    **generate_kwargs,
 ) -> QueueReport:
     """Generate for every prompt of `input_path` not yet in `output_path`; see the module doc.
+
+    The batch keeps `options.batch_size` rows however few prompts are left (`fixed_batch`),
+    so a resumed run decodes in the shapes, and so to the bits, of an uninterrupted one.
 
     With `keep_extra`, results in the output for ids not in the input are kept (after the
     input's rows) instead of being an error: stages that grow and shrink their id set share
@@ -129,8 +133,8 @@ def run_queue(
             # Each prompt's key follows its id, not its position: a prompt samples the same
             # text whichever other prompts share the file or the batch.
             seed_ids = [id_seed(ids[i]) for i in todo]
-            batches = generate_batches(
-                model, tokenizer, [prompts[i] for i in todo], seed_ids=seed_ids, fixed_batch=True, layout_from=prompts, **generate_kwargs
+            batches = SamplerEngine(model).generate_batches(
+                tokenizer, [prompts[i] for i in todo], dataclasses.replace(options, fixed_batch=True), seed_ids=seed_ids, layout_from=prompts
             )
             for n, batch in enumerate(batches):
                 lines = []
