@@ -19,8 +19,7 @@ LAYERS = {
     "s3ft_jax.sharding": 2, "s3ft_jax.tasks": 2,
     "s3ft_jax.models": 3,
     "s3ft_jax.sampling": 4,
-    # config builds the settings objects of the layers below it (sampling.options).
-    "s3ft_jax.judges": 5, "s3ft_jax.config": 5,
+    "s3ft_jax.judges": 5,
     "s3ft_jax.training": 6, "s3ft_jax.evaluation": 6,
     "s3ft_jax.loader": 7,
     "s3ft_jax.s3ft": 8,
