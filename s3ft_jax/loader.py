@@ -12,10 +12,9 @@ from pathlib import Path
 
 
 def make_config_mesh(config):
-    from s3ft_jax.config import mesh_shape
     from s3ft_jax.sharding import make_mesh
 
-    return make_mesh(mesh_shape(config))
+    return make_mesh(config.mesh.to_dict())  # {"data": ..., "fsdp": ..., "tensor": ...}
 
 
 def load_model_and_tokenizer(config, name: str | None = None):
@@ -27,14 +26,14 @@ def load_model_and_tokenizer(config, name: str | None = None):
     return model, load_tokenizer(name)
 
 
-def load_trained_model(config, run_dir: str | Path):
+def load_trained_model(settings, lora, run_dir: str | Path, mesh):
     """The base model with the newest checkpoint under `run_dir`/train (LoRA merged), and the
-    base tokenizer."""
+    base tokenizer. `settings`, `lora`: the run's TrainSettings and LoraSettings (or None)."""
     from s3ft_jax.models import load_tokenizer
     from s3ft_jax.training import load_trained
 
-    model, _ = load_trained(config, Path(run_dir), mesh=make_config_mesh(config))
-    return model, load_tokenizer(config.model.name)
+    model, _ = load_trained(settings, lora, Path(run_dir), mesh=mesh)
+    return model, load_tokenizer(settings.model_name)
 
 
 class LazyModel:

@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 
 from s3ft_jax import distributed
-from s3ft_jax.loader import LazyModel, load_model_and_tokenizer, load_trained_model
+from s3ft_jax.config import lora_settings, train_settings
+from s3ft_jax.loader import LazyModel, load_model_and_tokenizer, load_trained_model, make_config_mesh
 from s3ft_jax.s3ft.build import Builder, build
 from s3ft_jax.io import file_digest
 from s3ft_jax.s3ft.stages import Stage, atomic_write_text
@@ -83,7 +84,7 @@ def run_pipeline(config, *, progress: bool = True) -> Path:
         if method == "base":
             model, model_id = base, base_id
         else:
-            model = LazyModel(lambda m=method: load_trained_model(config, workdir / m))
+            model = LazyModel(lambda m=method: load_trained_model(train_settings(config), lora_settings(config), workdir / m, make_config_mesh(config)))
             model_id = _trained_id(config, workdir / method, base_id)
         with timings.timed(f"eval {method}"):
             _evaluate(config, task, method, workdir / method / "eval", model, model_id, progress)
@@ -195,7 +196,7 @@ def _train(config, method_dir: Path, trained_id: dict) -> None:
             (method_dir / "train").rename(stale)
             log.warning("%s: training inputs changed; previous run moved to %s", method_dir.name, stale)
         distributed.sync("moved the old training run aside")
-    result = train(config, method_dir / "dataset.jsonl", method_dir)
+    result = train(train_settings(config), lora_settings(config), method_dir, dataset_path=method_dir / "dataset.jsonl", mesh=make_config_mesh(config))
     log.info("trained %s: %d steps, final loss %s", method_dir.name, result.steps, result.final_loss)
     stage.complete(steps=result.steps, final_loss=result.final_loss)
 

@@ -15,13 +15,15 @@ ROOT = Path(__file__).resolve().parents[1] / "s3ft_jax"
 LAYERS = {
     "s3ft_jax": 0, "s3ft_jax.errors": 0,
     "s3ft_jax.paths": 1, "s3ft_jax.lazy": 1, "s3ft_jax.io": 1, "s3ft_jax.progress": 1, "s3ft_jax.hostenv": 1,
-    "s3ft_jax.config": 1, "s3ft_jax.distributed": 1,
+    "s3ft_jax.distributed": 1,
     "s3ft_jax.sharding": 2, "s3ft_jax.tasks": 2,
     "s3ft_jax.models": 3,
     "s3ft_jax.sampling": 4,
     "s3ft_jax.judges": 5,
     "s3ft_jax.training": 6, "s3ft_jax.evaluation": 6,
-    "s3ft_jax.loader": 7,
+    # config builds the training package's typed settings (training.settings), so it sits
+    # above training; loader, beside it, does not import it.
+    "s3ft_jax.loader": 7, "s3ft_jax.config": 7,
     "s3ft_jax.s3ft": 8,
     "s3ft_jax.report": 9,
     "s3ft_jax.pipeline": 10, "s3ft_jax.plan": 10,
