@@ -1,10 +1,12 @@
 """What a fine-tuning run is asked to do: typed, frozen, checked when made.
 
 `TrainSettings` holds every `train.*` key of the configuration plus the few top-level ones a
-run reads (the model, its dtypes, the seed). The command line builds it once
-(`s3ft_jax.config.train_settings`); everything in this package takes it, never the config tree.
-A bad value raises a one-line ConfigError naming the config key, so the command line reports
-it as it reports any other bad key.
+run reads (the model, its dtypes, the seed); `LoraSettings` the `lora.*` keys (a run without
+one is full fine-tuning). The command line builds them once (`s3ft_jax.config.train_settings`,
+`lora_settings`); everything in this package takes them, never the config tree. A bad value
+raises a one-line ConfigError naming the config key, so the command line reports it as it
+reports any other bad key. Standard library only: the command line checks a config without
+loading JAX.
 
 `run_id` is the run's fingerprint: a digest of every setting that changes the trained bits.
 A checkpoint carries it, and a resume under any other fingerprint is refused, so a run is never
@@ -123,7 +125,7 @@ class LoraSettings:
         return self.alpha / self.rank
 
 
-def run_id(settings: TrainSettings, lora, dataset_sha: str, n_steps: int) -> str:
+def run_id(settings: TrainSettings, lora: LoraSettings | None, dataset_sha: str, n_steps: int) -> str:
     """The run's fingerprint: the data, the step count, the adapters (None: full fine-tuning)
     and every setting not marked NOT_IN_FINGERPRINT."""
     fields = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings) if f.metadata.get("fingerprint", True)}
