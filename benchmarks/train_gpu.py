@@ -28,11 +28,15 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from flax import nnx  # noqa: E402
+
 from s3ft_jax.models.config import ModelConfig, RopeConfig  # noqa: E402
-from s3ft_jax.models.llama import ForwardSpec, param_logical_axes, param_shapes  # noqa: E402
+from s3ft_jax.models.llama import ForwardSpec, LlamaForCausalLM, param_logical_axes, param_shapes  # noqa: E402
 from s3ft_jax.sharding import DEFAULT_RULES, make_mesh  # noqa: E402
+from s3ft_jax.training import data as data_lib  # noqa: E402
 from s3ft_jax.training import step as step_lib  # noqa: E402
-from s3ft_jax.training.optimizer import OptimizerConfig, make_optimizer  # noqa: E402
+from s3ft_jax.training.settings import TrainSettings  # noqa: E402
+from s3ft_jax.training.trainer import setup  # noqa: E402
 
 
 def llama_1b(tiny: bool) -> ModelConfig:
@@ -48,21 +52,25 @@ def llama_1b(tiny: bool) -> ModelConfig:
     )  # fmt: skip
 
 
-def random_params(cfg: ModelConfig, mesh, seed: int = 0) -> tuple[dict, dict]:
-    """float32 parameters made on device, directly in their shardings."""
-    shapes, axes = param_shapes(cfg), param_logical_axes(cfg)
-    shardings = step_lib.param_shardings(mesh, DEFAULT_RULES, axes, shapes)
+def random_params(cfg: ModelConfig, mesh, seed: int = 0) -> dict:
+    """The model's own random initialisation (float32), made on device directly in the
+    parameters' shardings: a 1B model is never whole on one device or on the host."""
+    shardings = step_lib.param_shardings(mesh, DEFAULT_RULES, param_logical_axes(cfg), param_shapes(cfg))
 
-    def init(key):
-        flat = {}
-        for i, (path, shape) in enumerate(sorted(shapes.items())):
-            if path.endswith("scale"):
-                flat[path] = jnp.ones(shape, jnp.float32)
-            else:
-                flat[path] = 0.02 * jax.random.normal(jax.random.fold_in(key, i), shape, jnp.float32)
-        return step_lib.unflatten(flat)
+    def init():
+        model = LlamaForCausalLM(cfg, param_dtype=jnp.float32, rngs=nnx.Rngs(seed))
+        return nnx.to_pure_dict(nnx.state(model, nnx.Param))
 
-    return jax.jit(init, out_shardings=shardings)(jax.random.key(seed)), shardings
+    return jax.jit(init, out_shardings=shardings)()
+
+
+def full_rows(cfg: ModelConfig, batch: int, seq: int, row_multiple: int) -> dict:
+    """A batch of random token rows with every position trained (pretraining-style), so the
+    LM head sees all tokens; laid out by the training data code."""
+    tokens = np.random.RandomState(0).randint(0, cfg.vocab_size, (batch, seq + 1)).astype(np.int32)
+    examples = [data_lib.Example(row, n_prompt=0) for row in tokens]
+    rows = [[i] for i in range(batch)]
+    return data_lib.make_batch(examples, rows, num_rows=batch, grad_accum=1, row_multiple=row_multiple, max_length=seq)
 
 
 def main() -> None:
@@ -85,34 +93,23 @@ def main() -> None:
     peak = (args.peak_tflops or (989.0 if backend == "gpu" else 1.0)) * 1e12 * jax.device_count()
     cfg = llama_1b(args.tiny)
     mesh = make_mesh({"fsdp": -1})
-    spec = ForwardSpec(cfg, jnp.dtype(args.dtype), DEFAULT_RULES, mesh, remat=args.remat, attention=attention)
-    params, params_sh = random_params(cfg, mesh)
+    spec = ForwardSpec(cfg, jnp.dtype(args.dtype), DEFAULT_RULES, mesh)
+    params = random_params(cfg, mesh)
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
-    tx, lr = make_optimizer(OptimizerConfig(learning_rate=1e-5, schedule="constant", total_steps=1000))
-    state_sh = step_lib.state_shardings(mesh, tx, params, params_sh)
-    state = step_lib.init_state(params, tx, state_sh, 0)
+    settings = TrainSettings(
+        model_name="random llama-3.2-1b shape", dtype=args.dtype, learning_rate=1e-5, schedule="constant", remat=args.remat,
+        attention=attention,
+    )  # fmt: skip
+    trainer = setup(params, cfg, spec, settings, None, mesh, total_steps=1000)
     del params
-    step_fn = step_lib.compile_step(step_lib.StepSpec(forward=spec, lora=None), tx, lr, state_sh, {}, mesh)
-
-    # Every position trained (pretraining-style rows), so the LM head sees all tokens.
+    state = trainer.take_state()
     B, T = args.batch, args.seq
-    rng = np.random.RandomState(0)
-    tokens = rng.randint(0, cfg.vocab_size, (B, T + 1)).astype(np.int32)
-    shards = step_lib.rows_multiple(mesh, DEFAULT_RULES)
-    host = {
-        "input_ids": tokens[None, :, :-1], "positions": np.broadcast_to(np.arange(T, dtype=np.int32), (1, B, T)).copy(),
-        "segment_ids": np.ones((1, B, T), np.int32),
-        "loss_index": np.broadcast_to(np.arange(B // shards * T, dtype=np.int32), (1, shards, B // shards * T)).copy(),
-        "loss_labels": tokens[None, :, 1:].reshape(1, shards, -1), "loss_weights": np.ones((1, shards, B // shards * T), np.float32),
-    }  # fmt: skip
-    from s3ft_jax.sharding import host_to_global
-
-    batch = {k: host_to_global(v, step_lib.batch_sharding(mesh, DEFAULT_RULES, v.shape)) for k, v in host.items()}
+    batch = trainer.device_batch(full_rows(cfg, B, T, trainer.rows_multiple))
 
     times, losses = [], []
     for _ in range(args.warmup + args.steps):
         t = time.perf_counter()
-        state, metrics = step_fn(state, {}, batch)
+        state, metrics = trainer.step(state, trainer.frozen, batch)
         losses.append(float(metrics["loss"]))  # waits for the step
         times.append(time.perf_counter() - t)
     step_s = statistics.median(times[args.warmup :])

@@ -53,29 +53,25 @@ def serve(step, **extra):
 
 OURS = COMMON + r"""
 import jax
-from s3ft_jax.models import resolve_model_path
-from s3ft_jax.training import lora as lora_lib, step as step_lib
-from s3ft_jax.training.loop import split_params
-from s3ft_jax.training.optimizer import OptimizerConfig, make_optimizer
-from s3ft_jax.models import from_pretrained
-from s3ft_jax.sharding import make_mesh, host_to_global
 from flax import nnx
+from s3ft_jax.models import from_pretrained, resolve_model_path
+from s3ft_jax.sharding import make_mesh
+from s3ft_jax.training.settings import LoraSettings, TrainSettings
+from s3ft_jax.training.trainer import setup
 mesh = make_mesh({"fsdp": 1}, jax.devices()[:1])
-model = from_pretrained(resolve_model_path("smollm2-135m-instruct"), dtype="float32", mesh=mesh)
-import dataclasses
-spec = dataclasses.replace(model.spec, remat=args["remat"])  # what `s3ft train` uses (train.remat)
-lcfg = lora_lib.LoraConfig() if args["mode"] == "lora" else None
-base = nnx.to_pure_dict(nnx.state(model, nnx.Param)); del model
-params, frozen, params_sh, frozen_sh = split_params(base, spec.cfg, spec, lcfg, mesh, 0); del base
-tx, lr = make_optimizer(OptimizerConfig(learning_rate=1e-4, schedule="constant", total_steps=100))
-state_sh = step_lib.state_shardings(mesh, tx, params, params_sh)
-state = step_lib.init_state(params, tx, state_sh, 0); del params
-step_fn = step_lib.compile_step(step_lib.StepSpec(forward=spec, lora=lcfg), tx, lr, state_sh, frozen_sh, mesh)
-gb = {k: host_to_global(batch[k][None], step_lib.batch_sharding(mesh, spec.rules, batch[k][None].shape)) for k in step_lib.STEP_KEYS}
+path = resolve_model_path("smollm2-135m-instruct")
+model = from_pretrained(path, dtype="float32", mesh=mesh)
+# What `s3ft train` runs (train.remat from the command line), on a constant learning rate.
+settings = TrainSettings(model_name=str(path), learning_rate=1e-4, schedule="constant", remat=args["remat"], seed=0)
+lora = LoraSettings() if args["mode"] == "lora" else None
+base = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+trainer = setup(base, model.cfg, model.spec, settings, lora, mesh, total_steps=100); del model, base
+state = trainer.take_state()
+gb = trainer.device_batch({k: v[None] for k, v in batch.items()})
 trainable = int(sum(x.size for x in jax.tree.leaves(state["params"])))
 def step():
     global state
-    state, metrics = step_fn(state, frozen, gb)
+    state, metrics = trainer.step(state, trainer.frozen, gb)
     return float(metrics["loss"])
 serve(step, trainable=trainable)
 """

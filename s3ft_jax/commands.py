@@ -116,18 +116,24 @@ def report(config) -> None:
 
 
 def train(config) -> None:
+    from s3ft_jax.config import lora_settings, model_settings, train_settings
+    from s3ft_jax.loader import make_settings_mesh
     from s3ft_jax.training import train
 
-    result = train(config)
+    result = train(train_settings(config), lora_settings(config), config.workdir, mesh=make_settings_mesh(model_settings(config)))
     loss = "n/a" if result.final_loss is None else f"{result.final_loss:.4f}"
     saved = result.adapter_path or result.checkpoint_dir
     print(f"{result.method} fine-tuning: {result.steps} steps, final loss {loss}; metrics {result.metrics_path}; weights {saved}")
 
 
 def export(config) -> None:
+    from s3ft_jax.config import lora_settings, model_settings, train_settings
+    from s3ft_jax.loader import make_settings_mesh
     from s3ft_jax.training import export_hf
 
-    print(f"exported to {export_hf(config)}")
+    out = export_hf(train_settings(config), lora_settings(config), config.workdir, config.export.output or None,
+                    dtype=config.export.dtype, mesh=make_settings_mesh(model_settings(config)))  # fmt: skip
+    print(f"exported to {out}")
 
 
 def plan(config) -> None:

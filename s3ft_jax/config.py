@@ -22,8 +22,10 @@ from s3ft_jax.judges.settings import JudgeSettings
 from s3ft_jax.models.settings import MeshShape, ModelSettings
 from s3ft_jax.s3ft.settings import BuildSettings
 from s3ft_jax.sampling.options import SamplingOptions
+from s3ft_jax.settings import RunSettings
 from s3ft_jax.tasks.base import TaskPrompts
 from s3ft_jax.tasks.settings import CustomTaskSettings, TaskSettings
+from s3ft_jax.training.settings import LoraSettings, TrainSettings
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -192,63 +194,17 @@ def base_config() -> ml_collections.ConfigDict:
 
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Checks that need more than a type: one-line ConfigError naming the key. Each section's
-    rules live with the module that owns its settings; building them runs those checks."""
-    model_settings(config)
-    task = task_settings(config)
-    eval_settings(config)
+    rules live with the module that owns its settings; making them runs those checks."""
     if config.sampling.max_new_tokens < 0:
         raise ConfigError(f"sampling.max_new_tokens must be positive (or 0 for the task default), got {config.sampling.max_new_tokens}")
-    sampling = sampling_options(config, max_new_tokens=config.sampling.max_new_tokens or DEFAULT_MAX_NEW_TOKENS, stop=task.stop)
-    BuildSettings(task=task, judge=judge_settings(config), sampling=sampling, method=config.build.method, output=config.build.output)
-    unknown = sorted(set(config.run.methods) - {"base", "sft", "sdft", "s3ft"})
-    if unknown or not config.run.methods:
-        raise ConfigError(f"run.methods takes base, sft, sdft, s3ft; got {tuple(config.run.methods)!r}")
-    _validate_train(config)
+    run_settings(config)
+    # lora.* is checked even when lora.enabled is False: a bad value waiting to be switched on is still bad.
+    _lora_section(config)
+    if config.export.dtype not in ("", "float32", "bfloat16", "float16"):
+        raise ConfigError(f"export.dtype must be float32, bfloat16 or float16, got {config.export.dtype!r}")
     if config.plan.prompt_length <= 0 or config.plan.score_length < 0 or config.plan.hbm_gib < 0:
         raise ConfigError("plan.prompt_length must be positive, plan.score_length and plan.hbm_gib >= 0")
     return config
-
-
-def _validate_train(config: ml_collections.ConfigDict) -> None:
-    t = config.train
-    if t.learning_rate <= 0:
-        raise ConfigError(f"train.learning_rate must be positive, got {t.learning_rate}")
-    if t.schedule not in ("cosine", "linear", "constant"):
-        raise ConfigError(f"train.schedule must be cosine, linear or constant, got {t.schedule!r}")
-    for key in ("batch_size", "grad_accum", "max_length", "log_every"):
-        if t[key] <= 0:
-            raise ConfigError(f"train.{key} must be positive, got {t[key]}")
-    for key in ("warmup_steps", "max_steps", "checkpoint_every", "keep_checkpoints", "num_epochs"):
-        if t[key] < 0:
-            raise ConfigError(f"train.{key} must be >= 0, got {t[key]}")
-    if t.max_steps == 0 and t.num_epochs == 0:
-        raise ConfigError("set train.num_epochs or train.max_steps")
-    if t.batch_size % t.grad_accum:
-        raise ConfigError(f"train.batch_size {t.batch_size} must be a multiple of train.grad_accum {t.grad_accum}")
-    if t.max_length < 2:
-        raise ConfigError(f"train.max_length must be at least 2, got {t.max_length}")
-    for key in ("warmup_ratio", "end_lr_ratio"):
-        if not 0 <= t[key] <= 1:
-            raise ConfigError(f"train.{key} must be in [0, 1], got {t[key]}")
-    if t.warmup_steps and t.warmup_ratio:
-        raise ConfigError("set train.warmup_steps or train.warmup_ratio, not both")
-    if t.clip_norm < 0 or t.weight_decay < 0:
-        raise ConfigError("train.clip_norm and train.weight_decay must be >= 0")
-    if t.remat not in ("minimal", "none", "full", "dots"):
-        raise ConfigError(f"train.remat must be minimal, none, full or dots, got {t.remat!r}")
-    if t.attention not in ("xla", "cudnn", "dot_product"):
-        raise ConfigError(f"train.attention must be xla or cudnn, got {t.attention!r}")
-    if t.attention != "xla" and t.packing:
-        raise ConfigError("train.attention=cudnn needs train.packing=False (packed rows need segment masks)")
-    lora = config.lora
-    if lora.rank <= 0 or lora.alpha <= 0:
-        raise ConfigError(f"lora.rank and lora.alpha must be positive, got {lora.rank} and {lora.alpha}")
-    if not 0 <= lora.dropout < 1:
-        raise ConfigError(f"lora.dropout must be in [0, 1), got {lora.dropout}")
-    if isinstance(lora.targets, str) or not lora.targets or not all(isinstance(s, str) and s for s in lora.targets):
-        raise ConfigError(f"lora.targets must be a non-empty tuple of names, got {lora.targets!r}")
-    if config.export.dtype not in ("", "float32", "bfloat16", "float16"):
-        raise ConfigError(f"export.dtype must be float32, bfloat16 or float16, got {config.export.dtype!r}")
 
 
 DEFAULT_MAX_NEW_TOKENS = 256
@@ -313,6 +269,32 @@ def build_settings(config: ml_collections.ConfigDict, task) -> BuildSettings:
                          method=config.build.method, output=config.build.output)
 
 
+def train_settings(config: ml_collections.ConfigDict) -> TrainSettings:
+    """`train.*` plus the model, its dtypes and the seed."""
+    return TrainSettings(model_name=str(config.model.name), dtype=config.model.dtype, param_dtype=config.model.param_dtype,
+                         seed=config.seed, **config.train.to_dict())
+
+
+def lora_settings(config: ml_collections.ConfigDict) -> LoraSettings | None:
+    """`lora.*`, or None when lora.enabled is False (full fine-tuning)."""
+    return _lora_section(config) if config.lora.enabled else None
+
+
+def _lora_section(config: ml_collections.ConfigDict) -> LoraSettings:
+    c = config.lora
+    return LoraSettings(rank=c.rank, alpha=c.alpha, dropout=c.dropout, targets=c.targets)
+
+
+def run_settings(config: ml_collections.ConfigDict) -> RunSettings:
+    """Everything `s3ft run` and `s3ft build` read, checked section by section."""
+    from s3ft_jax.tasks import get_task
+
+    task = get_task(task_settings(config))
+    return RunSettings(workdir=config.workdir, methods=tuple(config.run.methods), model=model_settings(config),
+                       build=build_settings(config, task), train=train_settings(config), lora=lora_settings(config),
+                       eval=eval_settings(config), logprobs_batch_size=config.logprobs.batch_size)
+
+
 def key_comments() -> dict[str, str]:
     """Each key's comment in `base_config`'s source (the trailing one, else the comment lines
     just above it): the text `s3ft COMMAND --help` prints beside the key."""
@@ -355,3 +337,7 @@ def describe(config: ml_collections.ConfigDict, sections: tuple[str, ...]) -> st
             note = comments.get(section, "")
             lines.append(f"  {section} = {value!r}" + (f"  # {note}" if note else ""))
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------
+# The config tree -> the typed settings that the packages below take (made once, here).

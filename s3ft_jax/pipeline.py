@@ -24,7 +24,7 @@ from pathlib import Path
 
 from s3ft_jax import distributed
 from s3ft_jax.io import file_digest
-from s3ft_jax.loader import LazyModel, load_model_and_tokenizer, load_trained_model, model_identity
+from s3ft_jax.loader import LazyModel, load_model_and_tokenizer, load_trained_model, make_settings_mesh, model_identity
 from s3ft_jax.s3ft.build import Builder, build
 from s3ft_jax.s3ft.stages import Stage, atomic_write_text
 from s3ft_jax.settings import TRAINED, RunSettings
@@ -193,7 +193,7 @@ def _train(settings: RunSettings, method_dir: Path, trained_id: dict) -> None:
             (method_dir / "train").rename(stale)
             log.warning("%s: training inputs changed; previous run moved to %s", method_dir.name, stale)
         distributed.sync("moved the old training run aside")
-    result = train(settings.train, settings.lora, settings.model, method_dir / "dataset.jsonl", method_dir)
+    result = train(settings.train, settings.lora, method_dir, dataset_path=method_dir / "dataset.jsonl", mesh=make_settings_mesh(settings.model))
     log.info("trained %s: %d steps, final loss %s", method_dir.name, result.steps, result.final_loss)
     stage.complete(steps=result.steps, final_loss=result.final_loss)
 
@@ -207,10 +207,10 @@ def _exists_everywhere(path: Path) -> bool:
 
 def trained_id(settings: RunSettings, method_dir: Path, base_id: dict) -> dict:
     """What a fine-tuned model depends on: the base, its D' and every training setting that
-    changes the trained bits (training's own run fingerprint, `training.settings.run_id`)."""
-    from s3ft_jax.training.settings import run_fingerprint
+    changes the trained bits (`training.settings.settings_fingerprint`)."""
+    from s3ft_jax.training.settings import settings_fingerprint
 
-    return {"base": base_id, "run": run_fingerprint(settings.train, settings.lora, file_digest(method_dir / "dataset.jsonl"))}
+    return {"base": base_id, "dataset": file_digest(method_dir / "dataset.jsonl"), **settings_fingerprint(settings.train, settings.lora)}
 
 
 def _evaluate(settings: RunSettings, task, method: str, eval_dir: Path, model: LazyModel, model_id: dict,

@@ -1,7 +1,6 @@
 """Exact resume after a real kill -9, fallback past corrupt checkpoints, and HF export."""
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import pytest
 
 from s3ft_jax.sharding import make_mesh
 from s3ft_jax.training.metrics import read_metrics
-from tests.train_helpers import make_tiny_dir, train_config, write_dataset
+from tests.train_helpers import make_tiny_dir, train_run, write_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,16 +29,15 @@ def _cli(model, data, workdir, *extra, kill_at=None):
     env = dict(os.environ)
     env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
-    env.pop("S3FT_TEST_KILL_AT_STEP", None)
-    if kill_at is not None:
-        env["S3FT_TEST_KILL_AT_STEP"] = str(kill_at)
     args = [
         f"--config.model.name={model}", f"--config.workdir={workdir}", f"--config.train.dataset={data}",
         "--config.train.batch_size=2", "--config.train.max_steps=7", "--config.train.checkpoint_every=2",
         "--config.train.keep_checkpoints=3", "--config.train.learning_rate=0.01", "--config.train.progress=False",
         "--config.train.warmup_steps=2", *extra,
     ]  # fmt: skip
-    return subprocess.run([sys.executable, "-m", "s3ft_jax.cli", "train", *args], env=env, capture_output=True, text=True, timeout=600)
+    # kill_at: the same command under a driver whose training callback kills it with SIGKILL.
+    runner = ["s3ft_jax.cli"] if kill_at is None else ["tests.kill_after_step", str(kill_at)]
+    return subprocess.run([sys.executable, "-m", *runner, "train", *args], env=env, capture_output=True, text=True, timeout=600)
 
 
 def _losses(workdir):
@@ -93,11 +91,11 @@ def test_corrupt_latest_checkpoint_falls_back_to_previous(tiny, tmp_path, corrup
     model, data = tiny
     mesh = make_mesh({"fsdp": 1}, jax.devices()[:1])
     kw = {"lora.enabled": False, "train.batch_size": 2, "train.max_steps": 6, "train.checkpoint_every": 2, "train.keep_checkpoints": 3, "train.learning_rate": 0.01}
-    config = train_config(model, tmp_path / "run", data, **kw)
-    first = _losses(train(config, mesh=mesh).run_dir.parent)
+    run = train_run(model, tmp_path / "run", data, **kw)
+    first = _losses(train(*run, mesh=mesh).run_dir.parent)
     corrupt(tmp_path / "run/train/checkpoints/6")
     with caplog.at_level("WARNING", logger="s3ft_jax"):
-        second = train(config, mesh=mesh)
+        second = train(*run, mesh=mesh)
     assert any("checkpoint 6" in r.message for r in caplog.records)
     # Resumed from 4: steps 5 and 6 redone, the same losses; the broken checkpoint replaced.
     again = _losses(second.run_dir.parent)
@@ -119,14 +117,14 @@ def test_export_loads_in_transformers_with_equal_logits(tiny, tmp_path):
     model, data = tiny
     mesh = make_mesh({"fsdp": 1}, jax.devices()[:1])
     overrides = {"train.batch_size": 2, "train.max_steps": 3, "train.learning_rate": 0.05, "lora.targets": ("*_proj",)}
-    config = train_config(model, tmp_path / "run", data, **overrides)
-    train(config, mesh=mesh)
+    run = train_run(model, tmp_path / "run", data, **overrides)
+    train(*run, mesh=mesh)
     out = tmp_path / "hf"
     # The CLI on the default mesh (all 8 devices): the 1-device checkpoint is resharded on restore.
     args = [f"--config.model.name={model}", f"--config.workdir={tmp_path / 'run'}", f"--config.export.output={out}"]
     assert cli.main(["export", *args, "--config.lora.targets=('*_proj',)"]) == 0
     assert (out / "tokenizer.json").is_file() and (out / "config.json").is_file()
-    ours, _ = load_trained(config, mesh=mesh)
+    ours, _ = load_trained(*run, mesh=mesh)
     ids = np.random.RandomState(0).randint(3, 300, (1, 80))
     import jax.numpy as jnp
 

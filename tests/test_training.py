@@ -15,7 +15,7 @@ from s3ft_jax.training import data as data_lib
 from s3ft_jax.training import lora as lora_lib
 from s3ft_jax.training import step as step_lib
 from s3ft_jax.training.metrics import read_metrics
-from tests.train_helpers import make_tiny_dir, train_config, write_dataset
+from tests.train_helpers import make_tiny_dir, train_run, write_dataset
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +174,7 @@ def test_lora_merge_equals_unmerged_forward(family_fixture, request):
     model_dir = request.getfixturevalue(family_fixture)
     model = from_pretrained(model_dir)
     base = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    lcfg = lora_lib.LoraConfig(rank=4, alpha=8.0, dropout=0.0, targets=("*_proj",))
+    lcfg = lora_lib.LoraSettings(rank=4, alpha=8.0, dropout=0.0, targets=("*_proj",))
     shapes = lora_lib.adapter_shapes(model.cfg, lcfg, {k: v.shape for k, v in step_lib.flatten(base).items()})
     assert len(shapes) == 14
     adapters = step_lib.unflatten({k: 0.1 * jax.random.normal(jax.random.key(i), s) for i, (k, s) in enumerate(shapes.items())})
@@ -265,12 +265,12 @@ def test_full_fine_tuning_overfits_four_examples(tiny, tmp_path):
     from s3ft_jax.training import train
 
     write_dataset(tmp_path / "d.jsonl", 4)
-    config = train_config(
+    run = train_run(
         tiny, tmp_path / "run", tmp_path / "d.jsonl", **{
             "lora.enabled": False, "train.batch_size": 4, "train.max_steps": 60, "train.learning_rate": 1e-2,
             "train.schedule": "constant", "train.clip_norm": 0.0, "train.checkpoint_every": 0,
         })  # fmt: skip
-    result = train(config, mesh=make_mesh({"fsdp": 1}, jax.devices()[:1]))
+    result = train(*run, mesh=make_mesh({"fsdp": 1}, jax.devices()[:1]))
     losses = _losses(result)
     assert len(losses) == 60 and result.final_loss == losses[-1]
     assert losses[-1] < 0.1 * losses[0], losses
@@ -282,11 +282,34 @@ def test_full_fine_tuning_overfits_four_examples(tiny, tmp_path):
 def test_lora_changes_only_adapters(tiny, tmp_path):
     from s3ft_jax.training import load_trained, train
 
+    from s3ft_jax.training import Callback
+
+    class Recorder(Callback):
+        def __init__(self):
+            self.records, self.events = [], []
+
+        def on_record(self, record):
+            self.records.append(record)
+            self.events.append(("record", record.step))
+
+        def after_step(self, step, checkpointer):
+            checkpointer.wait()
+            self.events.append(("after", step, checkpointer.steps()))
+
     write_dataset(tmp_path / "d.jsonl", 4)
-    config = train_config(tiny, tmp_path / "run", tmp_path / "d.jsonl", **{"train.batch_size": 4, "train.max_steps": 5, "train.learning_rate": 1e-2})
-    result = train(config, mesh=make_mesh({"fsdp": 1}, jax.devices()[:1]))
+    overrides = {"train.batch_size": 4, "train.max_steps": 5, "train.learning_rate": 1e-2, "train.log_every": 2, "train.checkpoint_every": 4}
+    run = train_run(tiny, tmp_path / "run", tmp_path / "d.jsonl", **overrides)
+    recorder = Recorder()
+    result = train(*run, mesh=make_mesh({"fsdp": 1}, jax.devices()[:1]), callbacks=[recorder])
     losses = _losses(result)
     assert losses[-1] < losses[0]
+    # Callbacks get the records metrics.jsonl got, as they are read back (every log_every steps
+    # and at each checkpoint), and each step's end after its checkpoint was issued.
+    assert [r.as_json() for r in recorder.records] == read_metrics(result.metrics_path)
+    assert recorder.events == [
+        ("after", 1, []), ("record", 1), ("record", 2), ("after", 2, []), ("after", 3, []), ("record", 3), ("record", 4),
+        ("after", 4, [4]), ("record", 5), ("after", 5, [4, 5]),
+    ]  # fmt: skip
     # Adapters are small and in PEFT's layout: A [r, in], B [out, r] per layer and target.
     from s3ft_jax.models.safetensors_io import SafetensorsFile
 
@@ -298,7 +321,7 @@ def test_lora_changes_only_adapters(tiny, tmp_path):
     from flax import nnx
 
     base = step_lib.flatten(nnx.to_pure_dict(nnx.state(from_pretrained(tiny), nnx.Param)))
-    trained, _ = load_trained(config, mesh=make_mesh({"fsdp": 1}, jax.devices()[:1]))
+    trained, _ = load_trained(*run, mesh=make_mesh({"fsdp": 1}, jax.devices()[:1]))
     after = step_lib.flatten(nnx.to_pure_dict(nnx.state(trained, nnx.Param)))
     changed = sorted(k for k in base if not np.array_equal(np.asarray(base[k]), np.asarray(after[k])))
     assert changed == ["layers.q_proj.kernel", "layers.v_proj.kernel"]  # only where adapters merged in
@@ -312,12 +335,12 @@ def test_mesh_equivalence_one_vs_eight_devices(tiny, tmp_path):
     write_dataset(tmp_path / "d.jsonl", 12)
     runs = {}
     for name, mesh in {"one": make_mesh({"fsdp": 1}, jax.devices()[:1]), "eight": make_mesh({"data": 2, "fsdp": 4})}.items():
-        config = train_config(
+        run = train_run(
             tiny, tmp_path / name, tmp_path / "d.jsonl", **{
                 "train.batch_size": 8, "train.grad_accum": 1, "train.max_steps": 4, "train.learning_rate": 1e-2,
                 "lora.targets": ("q_proj", "v_proj", "down_proj"), "train.checkpoint_every": 0,
             })  # fmt: skip
-        runs[name] = _losses(train(config, mesh=mesh))
+        runs[name] = _losses(train(*run, mesh=mesh))
     np.testing.assert_allclose(runs["eight"], runs["one"], atol=1e-5, rtol=0)
 
 
@@ -327,12 +350,12 @@ def test_grad_accumulation_equals_one_big_batch(tiny, tmp_path):
     write_dataset(tmp_path / "d.jsonl", 8)
     runs = []
     for accum in (1, 4):
-        config = train_config(
+        run = train_run(
             tiny, tmp_path / f"a{accum}", tmp_path / "d.jsonl", **{
                 "lora.enabled": False, "train.batch_size": 8, "train.grad_accum": accum, "train.max_steps": 3,
                 "train.learning_rate": 1e-2, "train.checkpoint_every": 0,
             })  # fmt: skip
-        runs.append(_losses(train(config, mesh=make_mesh({"fsdp": 1}, jax.devices()[:1]))))
+        runs.append(_losses(train(*run, mesh=make_mesh({"fsdp": 1}, jax.devices()[:1]))))
     np.testing.assert_allclose(runs[1], runs[0], atol=1e-5)
 
 
@@ -348,9 +371,9 @@ def test_batch_with_nothing_to_train_fails_loudly(tiny, tmp_path, monkeypatch):
         return batch
 
     monkeypatch.setattr(data_lib, "make_batch", no_targets)
-    config = train_config(tiny, tmp_path / "run", tmp_path / "d.jsonl", **{"train.max_steps": 2})
+    run = train_run(tiny, tmp_path / "run", tmp_path / "d.jsonl", **{"train.max_steps": 2})
     with pytest.raises(S3FTError, match="no target token to train on"):
-        train(config, mesh=make_mesh({"fsdp": 1}, jax.devices()[:1]))
+        train(*run, mesh=make_mesh({"fsdp": 1}, jax.devices()[:1]))
 
 
 @pytest.mark.fast
@@ -405,3 +428,29 @@ def test_remat_policies_agree_and_minimal_recomputes_no_projection(tiny):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(np.abs(b).max()))
     dots = {r: str(jax.make_jaxpr(grad_fn(r))(params)).count("dot_general") for r in ("none", "minimal")}
     assert dots["minimal"] - dots["none"] == 1  # the scores of the single query block at T = 16
+
+
+@pytest.mark.fast
+def test_settings_check_themselves_and_the_run_id_covers_what_changes_the_trained_bits():
+    import dataclasses
+
+    from s3ft_jax.training.settings import LoraSettings, TrainSettings, run_id
+
+    with pytest.raises(ConfigError, match="multiple of train.grad_accum"):
+        TrainSettings(model_name="m", batch_size=6, grad_accum=4)
+    with pytest.raises(ConfigError, match="lora.targets must be a non-empty tuple"):
+        LoraSettings(targets="q_proj")
+    assert LoraSettings(targets=["q_proj"]).targets == ("q_proj",)
+    settings, lora = TrainSettings(model_name="m"), LoraSettings()
+    rid = run_id(settings, lora, "sha", 10)
+    trained_bits = [{"learning_rate": 2e-4}, {"seed": 1}, {"dtype": "bfloat16"}, {"param_dtype": "bfloat16"}, {"model_name": "n"},
+                    {"batch_size": 4}, {"max_length": 512}, {"packing": True}, {"remat": "full"}, {"clip_norm": 0.5},
+                    {"warmup_steps": 3}, {"schedule": "linear"}, {"adam_b2": 0.95}, {"num_epochs": 2}]  # fmt: skip
+    for change in trained_bits:
+        assert run_id(dataclasses.replace(settings, **change), lora, "sha", 10) != rid, change
+    observed_only = [{"dataset": "other.jsonl"}, {"checkpoint_every": 7}, {"keep_checkpoints": 5}, {"async_checkpoints": False},
+                     {"log_every": 3}, {"progress": False}]  # fmt: skip
+    for change in observed_only:
+        assert run_id(dataclasses.replace(settings, **change), lora, "sha", 10) == rid, change
+    assert len({rid, run_id(settings, None, "sha", 10), run_id(settings, LoraSettings(rank=4), "sha", 10),
+                run_id(settings, lora, "other", 10), run_id(settings, lora, "sha", 11)}) == 5  # fmt: skip

@@ -61,9 +61,11 @@ def write_dataset(path: Path, n: int, *, seed: int = 0, prompt_len=(2, 6), targe
     return rows
 
 
-def train_config(model_dir: Path, workdir: Path, dataset: Path, **overrides):
-    """The base config for a tiny run: float32, no progress bar, every override applied."""
-    from s3ft_jax.config import base_config, validate
+def train_run(model_dir: Path, workdir: Path, dataset: Path, **overrides) -> tuple:
+    """(TrainSettings, LoraSettings or None, workdir) of a tiny run, the leading arguments of
+    `train` and `load_trained`: the base config, float32, no progress bar, every override
+    ("train.max_steps": 5) applied, made as the command line makes them."""
+    from s3ft_jax.config import base_config, lora_settings, train_settings, validate
 
     c = base_config()
     c.model.name = str(model_dir)
@@ -77,4 +79,5 @@ def train_config(model_dir: Path, workdir: Path, dataset: Path, **overrides):
         for p in parents:
             node = node[p]
         node[leaf] = value
-    return validate(c)
+    c = validate(c)
+    return train_settings(c), lora_settings(c), Path(workdir)

@@ -99,13 +99,14 @@ def _nbytes(tree) -> int:
 
 
 def train_program(config, cfg: ModelConfig, mesh, platform: str) -> Program:
+    from s3ft_jax.config import lora_settings, train_settings
     from s3ft_jax.training import step as step_lib
-    from s3ft_jax.training.loop import adapter_layout, lora_config, make_tx
+    from s3ft_jax.training.trainer import adapter_layout, make_tx
 
     t = config.train
-    lcfg = lora_config(config)
+    lcfg = lora_settings(config)
     fwd = ForwardSpec(cfg, to_dtype(config.model.dtype), DEFAULT_RULES, mesh, remat=t.remat, attention=t.attention, platform=platform)
-    # As training.loop.load_base: trained weights are float32 master copies.
+    # As training.trainer.load_base: trained weights are float32 master copies.
     base = abstract_params(cfg, jnp.float32 if lcfg is None else to_dtype(config.model.param_dtype or "float32"), mesh)
     base_sh = jax.tree.map(lambda x: x.sharding, base)
     if lcfg is None:
@@ -115,7 +116,7 @@ def train_program(config, cfg: ModelConfig, mesh, platform: str) -> Program:
         flat_sh = step_lib.flatten(a_sh)
         params = step_lib.unflatten({p: _sds(s, jnp.float32, flat_sh[p]) for p, s in a_shapes.items()})
         params_sh, frozen, frozen_sh = a_sh, base, base_sh
-    tx, lr = make_tx(config, max(1, t.max_steps or 1000))
+    tx, lr = make_tx(train_settings(config), max(1, t.max_steps or 1000))
     state_sh = step_lib.state_shardings(mesh, tx, params, params_sh)
     opt = jax.eval_shape(tx.init, params)
     opt = jax.tree.map(lambda x, sh: _sds(x.shape, x.dtype, sh), opt, state_sh["opt_state"])

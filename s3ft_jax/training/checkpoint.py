@@ -1,8 +1,8 @@
 """Orbax checkpoints of the train state, with exact resume and a fallback past broken ones.
 
 A checkpoint holds the state pytree (step, trainable params, optimizer state, rng) and a JSON
-item with the data position (epoch, batch within the epoch), the run's identity (the settings
-that fix the data order and the parameter layout) and a fingerprint of the state: per-leaf sums
+item with the data position (epoch, batch within the epoch), the run's identity (settings.run_id:
+the data and every setting that changes the trained bits) and a fingerprint of the state: per-leaf sums
 taken before saving. Restore walks from the newest checkpoint back; one that fails to read,
 or whose fingerprint does not match what was read, is reported, deleted and skipped.
 Orbax writes each checkpoint to a temporary directory and renames it when complete, so a run
@@ -12,7 +12,6 @@ killed mid-save leaves no half checkpoint that looks finished.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import jax
@@ -80,7 +79,7 @@ class Checkpointer:
                 continue
             if run_id is not None and meta.get("run_id") != run_id:
                 raise S3FTError(
-                    f"{self.directory} holds checkpoints of a different run (other data, seed, batch, step count or adapter settings): "
+                    f"{self.directory} holds checkpoints of a different run (other data, model or training settings): "
                     "use a new workdir or delete them"
                 )
             try:
@@ -126,15 +125,3 @@ class Checkpointer:
 def _short(e: Exception) -> str:
     text = f"{type(e).__name__}: {e}".splitlines()[0]
     return text[:200]
-
-
-def kill_hook(step: int, checkpointer: Checkpointer | None) -> None:
-    """Tests only: S3FT_TEST_KILL_AT_STEP=k kills this process with SIGKILL after step k,
-    once the checkpoints saved so far are complete (a real kill -9, not an exception)."""
-    at = os.environ.get("S3FT_TEST_KILL_AT_STEP")
-    if at and int(at) == step:
-        import signal
-
-        if checkpointer is not None:
-            checkpointer.wait()
-        os.kill(os.getpid(), signal.SIGKILL)

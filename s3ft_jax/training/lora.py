@@ -9,7 +9,6 @@ saved; merging folds scale * A @ B into the kernel, after which the model is a p
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 import math
 
@@ -19,24 +18,13 @@ import numpy as np
 
 from s3ft_jax.errors import ConfigError
 from s3ft_jax.models.config import ModelConfig
+from s3ft_jax.training.settings import LoraSettings
 
 # The projections an adapter can sit on: (our group, number of kernel input axes).
 PROJECTIONS = {
     "q_proj": 1, "k_proj": 1, "v_proj": 1, "o_proj": 2,
     "gate_proj": 1, "up_proj": 1, "down_proj": 1,
 }  # fmt: skip
-
-
-@dataclasses.dataclass(frozen=True)
-class LoraConfig:
-    rank: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.1
-    targets: tuple[str, ...] = ("q_proj", "v_proj")
-
-    @property
-    def scale(self) -> float:
-        return self.alpha / self.rank
 
 
 def target_modules(targets, cfg: ModelConfig | None = None) -> tuple[str, ...]:
@@ -55,7 +43,7 @@ def target_modules(targets, cfg: ModelConfig | None = None) -> tuple[str, ...]:
     return tuple(n for n in PROJECTIONS if n in matched)
 
 
-def adapter_shapes(cfg: ModelConfig, lcfg: LoraConfig, kernel_shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+def adapter_shapes(cfg: ModelConfig, lcfg: LoraSettings, kernel_shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
     """Flat path ("layers.q_proj.lora_a") -> shape, for each targeted projection."""
     shapes = {}
     for name in target_modules(lcfg.targets, cfg):
@@ -92,7 +80,7 @@ def init_adapters(key: jax.Array, shapes: dict[str, tuple[int, ...]]) -> dict[st
     return out
 
 
-def attach(params: dict, lcfg: LoraConfig, key: jax.Array | None, *, training: bool) -> dict:
+def attach(params: dict, lcfg: LoraSettings, key: jax.Array | None, *, training: bool) -> dict:
     """Add the per-call constants `project` needs next to each adapter: the scale and, when
     training with dropout, a fresh dropout key per layer and projection."""
     layers = dict(params["layers"])
@@ -109,7 +97,7 @@ def attach(params: dict, lcfg: LoraConfig, key: jax.Array | None, *, training: b
     return {**params, "layers": layers}
 
 
-def merge(params: dict, lcfg: LoraConfig) -> dict:
+def merge(params: dict, lcfg: LoraSettings) -> dict:
     """Fold every adapter into its kernel: W + scale * A @ B, in float32, cast back to W's dtype."""
     layers = dict(params["layers"])
     for name, group in list(layers.items()):
@@ -138,7 +126,7 @@ def peft_tensors(adapters: dict[str, np.ndarray], cfg: ModelConfig):
             yield f"base_model.model.model.layers.{i}.{module}.{kind}.weight", np.ascontiguousarray(w)
 
 
-def peft_config(lcfg: LoraConfig, base_model: str) -> dict:
+def peft_config(lcfg: LoraSettings, base_model: str) -> dict:
     modules = [n for n in target_modules(lcfg.targets)]
     return {
         "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base_model,
