@@ -113,7 +113,6 @@ def _service_in_child_process(grace_s: float):
     child process (`_ServiceProcess`) instead of its own. JAX has no option for that, so its
     module's handle on jaxlib is swapped for one that starts the child; a JAX without that
     handle keeps the service in-process (a killed process 0 then ends the others via JAX)."""
-    global _own_service
     from jax._src import distributed as jax_distributed
 
     real = getattr(jax_distributed, "_jax", None)
@@ -186,7 +185,7 @@ def _serve(spec: str) -> None:
     print("ready", flush=True)
     if sys.stdin.readline().strip() == "stop":
         service.shutdown()
-    else:
+    elif spec["num_nodes"] > 1:
         time.sleep(spec["grace_s"])  # process 0 died: the others must still hear each other
     os._exit(0)
 

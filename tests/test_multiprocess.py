@@ -58,6 +58,16 @@ def _env(**extra) -> dict:
     return env
 
 
+@pytest.fixture(scope="module", autouse=True)
+def compilation_cache(tmp_path_factory):
+    """One JAX compilation cache for the module's launches: a run that repeats another's
+    programs on the same devices (the restart after a kill) loads them instead of compiling
+    them again, most of such a run's CPU time. Process 0 alone writes it (JAX's rule)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path_factory.mktemp("jax_cache")))
+        yield
+
+
 def _run(args_per_process, *, devices=2, cwd=None, env=None, commands=None):
     n = len(args_per_process)
     commands = commands or [s3ft_command(a) for a in args_per_process]
