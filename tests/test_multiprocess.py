@@ -163,7 +163,7 @@ def _train_args(model, data, workdir, *extra):
     return [
         "train", f"--config.model.name={model}", f"--config.workdir={workdir}", f"--config.train.dataset={data}",
         "--config.lora.enabled=False", "--config.train.batch_size=2", "--config.train.max_steps=4",
-        "--config.train.checkpoint_every=1", "--config.train.learning_rate=0.01", "--config.train.progress=False", *extra,
+        "--config.train.checkpoint_every=2", "--config.train.learning_rate=0.01", "--config.train.progress=False", *extra,
     ]  # fmt: skip
 
 
