@@ -188,11 +188,11 @@ def _assert_stopped_by_heartbeat(result, survivor: int, victim: int) -> None:
     assert "Traceback" not in text and "stack trace" not in text and "Fatal" not in text, text[-3000:]
 
 
-def _kill_after_step(step: int) -> dict:
-    """The environment that has a training process kill itself with SIGKILL after `step`
-    (once that step's checkpoint is complete): the one place the tests inject a kill -9
-    into `s3ft train`."""
-    return {"S3FT_TEST_KILL_AT_STEP": str(step)}
+def _killed_after_step(step: int, args: list[str]) -> tuple[list[str], dict]:
+    """The command and environment of an `s3ft ARGS` process whose training kills it with
+    SIGKILL after `step` (once that step's checkpoint is complete): the one place the tests
+    inject a kill -9 into training."""
+    return s3ft_command(args), {"S3FT_TEST_KILL_AT_STEP": str(step)}
 
 
 # A process of a multi-process run that joined the others and is busy (no `s3ft` command:
@@ -241,9 +241,10 @@ def test_full_training_killed_process_then_restart_resumes_on_the_same_trajector
     data.write_text("".join(json.dumps({"prompt": f"What is {i} plus {i + 1}?", "target": f"It is {2 * i + 1}."}) + "\n" for i in range(6)))
     args = _train_args(model, data, root / "full2")
     quick = {"S3FT_HEARTBEAT_TIMEOUT": str(QUICK_HEARTBEAT_S)}
+    victim, victim_env = _killed_after_step(2, args)
     ref, killed = _together(
         lambda: _run([_train_args(model, data, root / "full1")], devices=4),
-        lambda: _run([args, args], env=[quick, {**quick, **_kill_after_step(2)}]),
+        lambda: _run([args, args], commands=[s3ft_command(args), victim], env=[quick, {**quick, **victim_env}]),
     )
     assert ref.returncodes == [0], ref.text[0][-3000:]
     _assert_stopped_by_heartbeat(killed, survivor=0, victim=1)
