@@ -235,6 +235,9 @@ def _main(argv: list[str]) -> int:
             raise
         import traceback
 
+        # A collective whose partner was killed fails here first: if so, the line naming the
+        # dead process (which ends this one) is the message, not this error's traceback.
+        distributed.await_peers()
         traceback.print_exc()  # a bug, not bad input: the traceback is for us
         distributed.fail(f"crashed with {type(e).__name__}: {e}".splitlines()[0], 1)
     return 0

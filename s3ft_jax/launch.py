@@ -10,8 +10,9 @@ devices, each process feeding its shard of every batch, cross-process collective
 only process 0 writing files. Their output is printed line by line as `[p0] ...`, `[p1] ...`.
 
 The exit status is 0 when every process succeeds, else the first failure's status. When one
-process fails, the others normally stop by themselves within seconds (s3ft_jax.distributed);
-any still running `--grace` seconds later are killed.
+process fails, the others normally stop by themselves within seconds, and when one is killed,
+within S3FT_HEARTBEAT_TIMEOUT seconds (s3ft_jax.distributed); any still running `--grace`
+seconds later are killed.
 """
 
 from __future__ import annotations
@@ -26,9 +27,6 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-
-# Lower than JAX's 100 s: on one machine a process that stops heartbeating is dead, not slow.
-LOCAL_HEARTBEAT_TIMEOUT_S = 15
 
 
 def free_port() -> int:
@@ -50,7 +48,6 @@ def process_env(base: dict, *, process_id: int, num_processes: int, port: int, d
         XLA_FLAGS=" ".join([*flags, f"--xla_force_host_platform_device_count={devices}"]),
         PYTHONUNBUFFERED="1",  # lines reach the prefixer as they are printed
     )
-    env.setdefault("S3FT_HEARTBEAT_TIMEOUT", str(LOCAL_HEARTBEAT_TIMEOUT_S))
     env.setdefault("S3FT_INIT_TIMEOUT", "120")
     return env
 
@@ -59,6 +56,7 @@ def process_env(base: dict, *, process_id: int, num_processes: int, port: int, d
 class Result:
     returncodes: list[int]
     output: list[list[str]]  # per process, its stdout and stderr lines in arrival order
+    seconds: list[float]  # per process, from the launch to its exit (seen within 0.1 s)
 
     @property
     def returncode(self) -> int:
@@ -86,6 +84,7 @@ def launch(
     procs: list[subprocess.Popen] = []
     threads = []
     lock = threading.Lock()
+    started, ended = time.monotonic(), {}
 
     def pump(i: int, pipe, stream) -> None:
         for raw in iter(pipe.readline, b""):
@@ -108,20 +107,28 @@ def launch(
                 t = threading.Thread(target=pump, args=(i, pipe, stream), daemon=True)
                 t.start()
                 threads.append(t)
-        _wait(procs, grace_s)
+        _wait(procs, grace_s, ended)
     except KeyboardInterrupt:
         _stop(procs, signal.SIGINT, grace_s=5.0)
     finally:
         _stop(procs, signal.SIGKILL, grace_s=0.0)
     for t in threads:
         t.join(timeout=5.0)
-    return Result([p.returncode if p.returncode is not None else -9 for p in procs], output)
+    now = time.monotonic()
+    seconds = [ended.get(i, now) - started for i in range(len(procs))]
+    return Result([p.returncode if p.returncode is not None else -9 for p in procs], output, seconds)
 
 
-def _wait(procs: list[subprocess.Popen], grace_s: float) -> None:
-    """Until all exit; once one has failed, the rest get `grace_s` seconds before a kill."""
+def _wait(procs: list[subprocess.Popen], grace_s: float, ended: dict) -> None:
+    """Until all exit; once one has failed, the rest get `grace_s` seconds before a kill.
+    Each process's time of exit goes into `ended`."""
     deadline = None
-    while any(p.poll() is None for p in procs):
+    while True:
+        for i, p in enumerate(procs):
+            if p.poll() is not None:
+                ended.setdefault(i, time.monotonic())
+        if len(ended) == len(procs):
+            return
         if deadline is None and any(p.returncode not in (None, 0) for p in procs):
             deadline = time.monotonic() + grace_s
         if deadline is not None and time.monotonic() > deadline:

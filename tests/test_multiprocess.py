@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -55,6 +56,16 @@ sys.exit(code)
 def _env(**extra) -> dict:
     env = {"PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]), **extra}
     return env
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compilation_cache(tmp_path_factory):
+    """One JAX compilation cache for the module's launches: a run that repeats another's
+    programs on the same devices (the restart after a kill) loads them instead of compiling
+    them again, most of such a run's CPU time. Process 0 alone writes it (JAX's rule)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path_factory.mktemp("jax_cache")))
+        yield
 
 
 def _run(args_per_process, *, devices=2, cwd=None, env=None, commands=None):
@@ -152,28 +163,91 @@ def _train_args(model, data, workdir, *extra):
     return [
         "train", f"--config.model.name={model}", f"--config.workdir={workdir}", f"--config.train.dataset={data}",
         "--config.lora.enabled=False", "--config.train.batch_size=2", "--config.train.max_steps=4",
-        "--config.train.checkpoint_every=1", "--config.train.learning_rate=0.01", "--config.train.progress=False", *extra,
+        "--config.train.checkpoint_every=2", "--config.train.learning_rate=0.01", "--config.train.progress=False", *extra,
     ]  # fmt: skip
+
+
+# The heartbeat timeout of the kill tests: short, to keep them quick, but long enough that a
+# busy test machine does not starve a live process's heartbeat thread for that long.
+QUICK_HEARTBEAT_S = 5
+
+
+def _died_line(survivor: int, victim: int) -> str:
+    return (f"s3ft: error: process {survivor} of 2 stopped: process {victim} died (no heartbeat for "
+            f"{QUICK_HEARTBEAT_S} s: killed, out of memory, or its host is down)")  # fmt: skip
+
+
+def _assert_stopped_by_heartbeat(result, survivor: int, victim: int) -> None:
+    """The survivor of a kill -9 ended by itself (3, not the launcher's SIGKILL) within the
+    heartbeat timeout, with one line naming the dead process and no traceback or C++ dump."""
+    text = result.text[survivor]
+    assert result.returncodes[victim] == -signal.SIGKILL
+    assert result.returncodes[survivor] == 3, text[-3000:]
+    assert QUICK_HEARTBEAT_S - 2 < result.seconds[survivor] - result.seconds[victim] < QUICK_HEARTBEAT_S + 5, result.seconds
+    assert [line for line in result.output[survivor] if line.startswith("s3ft: error:")] == [_died_line(survivor, victim)], text[-3000:]
+    assert "Traceback" not in text and "stack trace" not in text and "Fatal" not in text, text[-3000:]
+
+
+def _killed_after_step(step: int, args: list[str]) -> tuple[list[str], dict]:
+    """The command and environment of an `s3ft ARGS` process whose training kills it with
+    SIGKILL after `step` (once that step's checkpoint is complete): the one place the tests
+    inject a kill -9 into training."""
+    return [sys.executable, "-m", "tests.kill_after_step", str(step), *args], {}
+
+
+# A process of a multi-process run that joined the others and is busy (no `s3ft` command:
+# no model to load, so both kill cases cost only a JAX start-up each).
+BUSY_PEER = """
+import os, time
+from s3ft_jax import distributed
+distributed.initialize_from_env()
+print("joined", os.getpid(), flush=True)
+time.sleep(300)
+"""
+
+
+def _kill_when_joined(victim: int):
+    """2 BUSY_PEER processes; the test kills `victim` with SIGKILL once both have joined."""
+    joined = []
+
+    def echo(i, stream, line):
+        if line.startswith("joined "):
+            joined.append((i, int(line.split()[1])))
+            if len(joined) == 2:
+                os.kill(dict(joined)[victim], signal.SIGKILL)
+
+    env = {**_env(), "S3FT_HEARTBEAT_TIMEOUT": str(QUICK_HEARTBEAT_S)}
+    return launch([[sys.executable, "-c", BUSY_PEER]] * 2, devices=1, env=[env, env], grace_s=60, echo=echo)
+
+
+def test_a_killed_process_stops_the_others_with_one_line_within_the_heartbeat_timeout():
+    """kill -9 of process 1, and of process 0, which coordinates the run (its coordination
+    service outlives it in a child process, so the survivor still hears the silence)."""
+    for victim, result in zip((0, 1), _together(lambda: _kill_when_joined(0), lambda: _kill_when_joined(1))):
+        result.text = ["\n".join(lines) for lines in result.output]
+        survivor = 1 - victim
+        _assert_stopped_by_heartbeat(result, survivor, victim)
+        # Nothing else at all: no log line of JAX's either.
+        (first, *rest) = result.output[survivor]
+        assert first.startswith("joined ") and rest == [_died_line(survivor, victim)], result.text[survivor][-3000:]
 
 
 def test_full_training_killed_process_then_restart_resumes_on_the_same_trajectory(tiny):
     """Full fine-tuning, 2 processes; process 1 is killed with SIGKILL after step 2: process 0
-    stops by itself (JAX's heartbeat), and a restart of both resumes to the losses of an
+    stops by itself (our heartbeat), and a restart of both resumes to the losses of an
     uninterrupted 1-process run."""
     model, root = tiny
     data = root / "data.jsonl"
     data.write_text("".join(json.dumps({"prompt": f"What is {i} plus {i + 1}?", "target": f"It is {2 * i + 1}."}) + "\n" for i in range(6)))
     args = _train_args(model, data, root / "full2")
-    quick = {"S3FT_HEARTBEAT_TIMEOUT": "10"}
+    quick = {"S3FT_HEARTBEAT_TIMEOUT": str(QUICK_HEARTBEAT_S)}
+    victim, victim_env = _killed_after_step(2, args)
     ref, killed = _together(
         lambda: _run([_train_args(model, data, root / "full1")], devices=4),
-        lambda: _run([args, args], env=[quick, {**quick, "S3FT_TEST_KILL_AT_STEP": "2"}]),
+        lambda: _run([args, args], commands=[s3ft_command(args), victim], env=[quick, {**quick, **victim_env}]),
     )
     assert ref.returncodes == [0], ref.text[0][-3000:]
-    assert killed.returncodes[1] == -signal.SIGKILL
-    # Process 0 ended on its own (the launcher's kill would be SIGKILL), with a message.
-    assert killed.returncodes[0] not in (0, -signal.SIGKILL), killed.text[0][-3000:]
-    assert "another task died" in killed.text[0] or "process 1" in killed.text[0], killed.text[0][-3000:]
+    _assert_stopped_by_heartbeat(killed, survivor=0, victim=1)
 
     resumed = _run([args, args])
     assert resumed.returncodes == [0, 0], "\n".join(t[-3000:] for t in resumed.text)
@@ -206,7 +280,7 @@ def test_processes_with_different_configs_refuse_to_run(tiny):
     assert all(code in (2, 3) for code in result.returncodes) and 2 in result.returncodes
     for i, other in ((0, 1), (1, 0)):
         (error,) = [l for l in result.output[i] if l.startswith("s3ft: error:")]
-        assert f"was started with a different command and configuration (config.seed: " in error
+        assert "was started with a different command and configuration (config.seed: " in error
         if result.returncodes[i] == 2:
             assert error == (f"s3ft: error: process {i} of 2: process {other} was started with a different command and "
                              f"configuration (config.seed: {i} here, {other} there): every process must run the same command")  # fmt: skip
