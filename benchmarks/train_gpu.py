@@ -15,7 +15,6 @@ as usual. Needs only jax, flax, optax and numpy. Prints one JSON line last.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import statistics
 import sys
@@ -31,7 +30,8 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from s3ft_jax.models.config import ModelConfig, RopeConfig  # noqa: E402
-from s3ft_jax.models.llama import ForwardSpec, LlamaForCausalLM, param_logical_axes, param_shapes  # noqa: E402
+from s3ft_jax.models.llama import ForwardSpec, LlamaForCausalLM  # noqa: E402
+from s3ft_jax.models.params import param_logical_axes, param_shapes  # noqa: E402
 from s3ft_jax.sharding import DEFAULT_RULES, make_mesh  # noqa: E402
 from s3ft_jax.training import data as data_lib  # noqa: E402
 from s3ft_jax.training import step as step_lib  # noqa: E402

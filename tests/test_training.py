@@ -138,7 +138,7 @@ def test_lm_head_loss_and_gradients_equal_autodiff_of_full_logits(tied):
     def ours(h, w_head):
         return step_lib.lm_head_loss(h, w_head, labels, weights, tied, True, None, B * 4 * V)  # 3 chunks of 4
 
-    assert step_lib._chunk_len(B, T, V, B * 4 * V) == 4
+    assert step_lib.lm_head_chunk_len(B, T, V, B * 4 * V) == 4
     np.testing.assert_allclose(ours(hidden, head), reference(hidden, head), rtol=1e-5)
     got = jax.grad(ours, argnums=(0, 1))(hidden, head)
     want = jax.grad(reference, argnums=(0, 1))(hidden, head)
@@ -213,7 +213,7 @@ def _losses(result):
 def test_lora_delta_gradients_equal_autodiff_of_plain_einsums(eq, x_shape, a_shape, b_shape):
     """The adapter's hand-written matmul gradients (models.llama.linear) equal autodiff of
     scale * dropout(x) @ A @ B written as plain einsums, dropout mask included."""
-    from s3ft_jax.models.llama import _keep_mask, lora_delta
+    from s3ft_jax.models.llama import dropout_keep_mask, lora_delta
 
     rng = np.random.RandomState(0)
     x, a, b = (jnp.asarray(rng.randn(*s).astype(np.float32)) for s in (x_shape, a_shape, b_shape))
@@ -224,7 +224,7 @@ def test_lora_delta_gradients_equal_autodiff_of_plain_einsums(eq, x_shape, a_sha
         return lora_delta({"lora_a": a, "lora_b": b, **consts}, x, eq)
 
     def reference(x, a, b):
-        mask, keep = _keep_mask(key, jnp.float32(0.9), x.shape)
+        mask, keep = dropout_keep_mask(key, jnp.float32(0.9), x.shape)
         xd = jnp.where(mask, x / keep, 0.0)
         x_axes, rest = eq.split(",")
         k_axes, out_axes = rest.split("->")
@@ -248,14 +248,14 @@ def test_lora_delta_gradients_equal_autodiff_of_plain_einsums(eq, x_shape, a_sha
 def test_dropout_masks_keep_their_rate_and_differ_by_key(shape):
     """LoRA dropout's hashed masks: the kept share matches the exact keep probability it
     returns, one key always draws the same mask, and two keys draw unrelated masks."""
-    from s3ft_jax.models.llama import _keep_mask
+    from s3ft_jax.models.llama import dropout_keep_mask
 
     key0, key1 = (jax.random.key_data(jax.random.key(s)) for s in (0, 1))
-    mask, keep = _keep_mask(key0, jnp.float32(0.9), shape)
+    mask, keep = dropout_keep_mask(key0, jnp.float32(0.9), shape)
     assert mask.shape == shape and float(keep) == 58982 / 65536
     assert abs(float(mask.mean()) - float(keep)) < 0.004  # ~6 standard deviations at 64,000 draws
-    np.testing.assert_array_equal(mask, _keep_mask(key0, jnp.float32(0.9), shape)[0])
-    other = np.asarray(_keep_mask(key1, jnp.float32(0.9), shape)[0], np.float64).ravel()
+    np.testing.assert_array_equal(mask, dropout_keep_mask(key0, jnp.float32(0.9), shape)[0])
+    other = np.asarray(dropout_keep_mask(key1, jnp.float32(0.9), shape)[0], np.float64).ravel()
     assert abs(np.corrcoef(np.asarray(mask, np.float64).ravel(), other)[0, 1]) < 0.03
     flat = np.asarray(mask, np.float64).ravel()
     assert abs(np.corrcoef(flat[:-1], flat[1:])[0, 1]) < 0.03  # neighbours independent

@@ -24,7 +24,7 @@ from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
 from s3ft_jax.models.config import ModelConfig
-from s3ft_jax.models.params import param_logical_axes, param_shapes, param_specs
+from s3ft_jax.models.params import param_specs
 from s3ft_jax.models.rope import apply_rope, inverse_frequencies, rope_tables
 from s3ft_jax.sharding import DEFAULT_RULES, ShardingRules
 
@@ -351,7 +351,7 @@ def lora_delta(p: dict, x: jax.Array, eq: str) -> jax.Array:
     n_in = p["lora_a"].ndim - 1
     in_axes, kept = k_axes[:n_in], "".join(a for a in x_axes if a not in k_axes)
     if "lora_key" in p:
-        mask, keep = _keep_mask(p["lora_key"], p["lora_keep"], x.shape)
+        mask, keep = dropout_keep_mask(p["lora_key"], p["lora_keep"], x.shape)
         x = jnp.where(mask, x / keep.astype(x.dtype), jnp.zeros((), x.dtype))
     # Through `linear` for its hand-written gradient: autodiff of the plain einsum had XLA's
     # CPU backend transpose dy (q_proj's, [tokens, d_model]) before the lora_b gradient, a
@@ -385,7 +385,7 @@ def _hash_bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     return _fmix32(_fmix32(index * jnp.uint32(0x9E3779B9) + words[0]) ^ words[-1])
 
 
-def _keep_mask(key: jax.Array, keep: jax.Array, shape: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
+def dropout_keep_mask(key: jax.Array, keep: jax.Array, shape: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
     """Dropout's keep mask and its exact keep probability.
 
     16-bit draws (two per 32-bit word when the last axis is even), so the probability is a

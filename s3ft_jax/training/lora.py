@@ -18,13 +18,12 @@ import numpy as np
 
 from s3ft_jax.errors import ConfigError
 from s3ft_jax.models.config import ModelConfig
+from s3ft_jax.models.params import HF_MODULES, LORA_PROJECTIONS
 from s3ft_jax.training.settings import LoraSettings
 
-# The projections an adapter can sit on: (our group, number of kernel input axes).
-PROJECTIONS = {
-    "q_proj": 1, "k_proj": 1, "v_proj": 1, "o_proj": 2,
-    "gate_proj": 1, "up_proj": 1, "down_proj": 1,
-}  # fmt: skip
+# The projections an adapter can sit on -> their kernel's number of input axes, and their HF
+# module paths: both read off the parameter table.
+PROJECTIONS = LORA_PROJECTIONS
 
 
 def target_modules(targets, cfg: ModelConfig | None = None) -> tuple[str, ...]:
@@ -33,7 +32,7 @@ def target_modules(targets, cfg: ModelConfig | None = None) -> tuple[str, ...]:
     Patterns are matched against both our name ("q_proj") and HF's dotted one
     ("self_attn.q_proj", "mlp.down_proj"), so PEFT-style target lists work as they are.
     """
-    hf = {name: ("self_attn." if name[0] in "qkvo" else "mlp.") + name for name in PROJECTIONS}
+    hf = HF_MODULES
     matched = []
     for pattern in targets:
         hits = [n for n in PROJECTIONS if fnmatch.fnmatchcase(n, pattern) or fnmatch.fnmatchcase(hf[n], pattern)]

@@ -19,11 +19,11 @@ import dataclasses
 
 from s3ft_jax.errors import ConfigError
 from s3ft_jax.io import json_digest
+from s3ft_jax.models.settings import DTYPES
 
 # Field metadata: settings that change how a run is observed or saved, not what it computes.
 # Every other field enters the run's fingerprint (a new field does unless marked).
 NOT_IN_FINGERPRINT = {"fingerprint": False}
-DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclasses.dataclass(frozen=True)

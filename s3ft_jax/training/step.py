@@ -69,7 +69,7 @@ def merge_trees(a: dict, b: dict) -> dict:
 # Loss: cross-entropy on the trained tokens, LM head in chunks with the gradient made on the way.
 
 
-def _chunk_len(batch: int, length: int, vocab: int, elements: int = 0) -> int:
+def lm_head_chunk_len(batch: int, length: int, vocab: int, elements: int = 0) -> int:
     """The largest divisor of `length` whose chunk of batch x c logits fits `elements`."""
     target = max(1, (elements or CHUNK_ELEMENTS) // max(1, batch * vocab))
     return max(d for d in range(1, length + 1) if length % d == 0 and (d <= target or d == 1))
@@ -90,7 +90,7 @@ def lm_head_loss(hidden, head, labels, weights, tied: bool, head_grad: bool, spe
 def _lm_head_fwd_impl(hidden, head, labels, weights, tied, head_grad, spec, chunk_elements):
     B, T, D = hidden.shape
     V = head.shape[0] if tied else head.shape[1]
-    c = _chunk_len(B, T, V, chunk_elements)
+    c = lm_head_chunk_len(B, T, V, chunk_elements)
     n = T // c
     cdt = hidden.dtype
     head_c = head.astype(cdt)

@@ -88,7 +88,7 @@ def setup(
 def split_params(base: dict, cfg: ModelConfig, spec: ForwardSpec, lora: lora_lib.LoraSettings | None, mesh, seed: int):
     """(trainable, frozen, trainable shardings, frozen shardings): under LoRA, fresh adapters
     (drawn from `seed`) are trained and `base` is frozen; otherwise all of `base` is trained."""
-    from s3ft_jax.models.llama import param_logical_axes, param_shapes
+    from s3ft_jax.models.params import param_logical_axes, param_shapes
 
     axes, shapes = param_logical_axes(cfg), param_shapes(cfg)
     base_sh = step_lib.param_shardings(mesh, spec.rules, axes, shapes)
@@ -102,7 +102,7 @@ def split_params(base: dict, cfg: ModelConfig, spec: ForwardSpec, lora: lora_lib
 
 def adapter_layout(cfg: ModelConfig, spec: ForwardSpec, lora: lora_lib.LoraSettings, mesh) -> tuple[dict, dict]:
     """The LoRA adapters' flat shapes and their (nested) shardings."""
-    from s3ft_jax.models.llama import param_logical_axes, param_shapes
+    from s3ft_jax.models.params import param_logical_axes, param_shapes
 
     a_shapes = lora_lib.adapter_shapes(cfg, lora, param_shapes(cfg))
     a_axes = lora_lib.adapter_logical_axes(a_shapes, param_logical_axes(cfg))
