@@ -318,6 +318,9 @@ def finish() -> None:
         _client().wait_at_barrier("s3ft/finished", int(_FINISH_TIMEOUT_S * 1000))
     finally:
         _watcher.stop()
+        # Its key-value call in flight must return before the client goes away: shutting the
+        # client down under it aborted the process from C++ ("terminate called ...").
+        _watcher.join(timeout=30)
     jax.distributed.shutdown()
 
 
