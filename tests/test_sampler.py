@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from s3ft_jax.models import from_pretrained
-from s3ft_jax.sampling import SamplingOptions, SamplingParams, generate
+from s3ft_jax.sampling import SamplerEngine, SamplingOptions, SamplingParams, generate
 from s3ft_jax.sampling.params import greedy_token, next_token, row_keys
 from s3ft_jax.sampling.sampler import TRACE_COUNTS
 from s3ft_jax.sampling.scheduler import bucket
@@ -219,8 +219,10 @@ def test_refilled_rows_change_nothing(tiny):
     refilled = generate(model, TOK, prompts, SamplingOptions(max_new_tokens=30, batch_size=2, group=1, return_logprobs=True), eos_ids=eos)
     assert TRACE_COUNTS["prefill"] - before["prefill"] <= len({bucket(len(p)) for p in prompts})  # groups of one
     # layout_from=prompts: the same cache length (and shared prefix, none here) as the full run.
+    # One engine for every call: its weights, made once, serve them all alike.
+    engine = SamplerEngine(model)
     alone = [
-        generate(model, TOK, [p], SamplingOptions(max_new_tokens=30, batch_size=2, group=1, fixed_batch=True, return_logprobs=True), layout_from=prompts, eos_ids=eos)[0]
+        engine.generate(TOK, [p], SamplingOptions(max_new_tokens=30, batch_size=2, group=1, fixed_batch=True, return_logprobs=True), layout_from=prompts, eos_ids=eos)[0]
         for p in prompts
     ]
     assert len({len(g.token_ids) for g in refilled}) > 2
