@@ -131,9 +131,16 @@ def make_batch(path: str, rows: int, length: int) -> dict:
     from s3ft_jax.training import data as data_lib
 
     tokenizer = load_tokenizer("smollm2-135m-instruct")
-    examples = gsm8k.load_split(resolve_data_dir(None), "train")[:rows]
+    examples = gsm8k.load_split(resolve_data_dir(None), "train")
     rows_in = [{"prompt": gsm8k.PREDICTION_PROMPT.format(question=e["question"]), "target": e["answer"]} for e in examples]
-    tokenized, stats = data_lib.tokenize(rows_in, tokenizer, length + 1)
+    # A short --length drops the examples whose prompt alone fills it: read on until `rows` remain.
+    for take in (rows, 4 * rows, 16 * rows):
+        tokenized, stats = data_lib.tokenize(rows_in[:take], tokenizer, length + 1)
+        if len(tokenized) >= rows:
+            break
+    else:
+        sys.exit(f"only {len(tokenized)} of the first {take} GSM8K examples have a target token within --length {length}")
+    tokenized = tokenized[:rows]
     batch = data_lib.make_batch(tokenized, [[i] for i in range(rows)], num_rows=rows, grad_accum=1, row_multiple=1, max_length=length)
     full = {}
     for key, value in batch.items():

@@ -177,14 +177,33 @@ def test_lora_merge_equals_unmerged_forward(family_fixture, request):
     lcfg = lora_lib.LoraSettings(rank=4, alpha=8.0, dropout=0.0, targets=("*_proj",))
     shapes = lora_lib.adapter_shapes(model.cfg, lcfg, {k: v.shape for k, v in step_lib.flatten(base).items()})
     assert len(shapes) == 14
-    adapters = step_lib.unflatten({k: 0.1 * jax.random.normal(jax.random.key(i), s) for i, (k, s) in enumerate(shapes.items())})
-    full = step_lib.merge_trees(base, adapters)
+    adapters = lora_lib.adapter_tree({k: 0.1 * jax.random.normal(jax.random.key(i), s) for i, (k, s) in enumerate(shapes.items())})
     ids = jnp.asarray(np.random.RandomState(0).randint(3, 300, (2, 70)))
-    unmerged = forward(lora_lib.attach(full, lcfg, None, training=False), model.spec, ids)
-    merged = forward(lora_lib.merge(full, lcfg), model.spec, ids)
+    unmerged = forward(lora_lib.attach(base, adapters, lcfg, None, training=False), model.spec, ids)
+    merged = forward(lora_lib.merge(base, adapters, lcfg), model.spec, ids)
     plain = forward(base, model.spec, ids)
     assert float(jnp.abs(unmerged - plain).max()) > 1e-2  # the adapters matter...
     np.testing.assert_allclose(merged, unmerged, atol=2e-4)  # ...and merge exactly
+
+
+@pytest.mark.fast
+def test_projection_rejects_a_misspelt_or_unattached_adapter():
+    """A projection holds kernel, bias and an Adapter under `lora`: anything else fails loudly
+    instead of silently running the base model."""
+    from s3ft_jax.models.adapter import Adapter, LoraWeights
+    from s3ft_jax.models.llama import project
+
+    x, kernel = jnp.ones((1, 2, 4)), jnp.ones((4, 3))
+    weights = LoraWeights(jnp.ones((4, 2)), jnp.ones((2, 3)))
+    with pytest.raises(TypeError, match="unknown projection parameters"):
+        project({"kernel": kernel, "lora_a": weights.lora_a, "lora_b": weights.lora_b}, x, "btd,df->btf")
+    with pytest.raises(TypeError, match="must be an Adapter"):
+        project({"kernel": kernel, "lora": weights}, x, "btd,df->btf")
+    plain = project({"kernel": kernel}, x, "btd,df->btf")
+    adapted = project({"kernel": kernel, "lora": Adapter(weights, jnp.float32(0.5))}, x, "btd,df->btf")
+    np.testing.assert_allclose(adapted - plain, 0.5 * 8.0 * np.ones((1, 2, 3)))  # x @ A @ B = 4 * 2 per entry
+    with pytest.raises(TypeError, match="LoRA tree"):
+        lora_lib.merge({"layers": {"q_proj": {"kernel": kernel}}}, {"layers": {"q_prj": weights}}, lora_lib.LoraSettings())
 
 
 @pytest.mark.fast
@@ -213,15 +232,15 @@ def _losses(result):
 def test_lora_delta_gradients_equal_autodiff_of_plain_einsums(eq, x_shape, a_shape, b_shape):
     """The adapter's hand-written matmul gradients (models.llama.linear) equal autodiff of
     scale * dropout(x) @ A @ B written as plain einsums, dropout mask included."""
+    from s3ft_jax.models.adapter import Adapter, LoraWeights
     from s3ft_jax.models.llama import dropout_keep_mask, lora_delta
 
     rng = np.random.RandomState(0)
     x, a, b = (jnp.asarray(rng.randn(*s).astype(np.float32)) for s in (x_shape, a_shape, b_shape))
     key = jax.random.key_data(jax.random.key(3))
-    consts = {"lora_scale": jnp.float32(2.0), "lora_key": key, "lora_keep": jnp.float32(0.9)}
 
     def ours(x, a, b):
-        return lora_delta({"lora_a": a, "lora_b": b, **consts}, x, eq)
+        return lora_delta(Adapter(LoraWeights(a, b), jnp.float32(2.0), key, jnp.float32(0.9)), x, eq)
 
     def reference(x, a, b):
         mask, keep = dropout_keep_mask(key, jnp.float32(0.9), x.shape)

@@ -23,6 +23,7 @@ import numpy as np
 from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
+from s3ft_jax.models.adapter import PROJECTION_KEYS, Adapter
 from s3ft_jax.models.config import ModelConfig
 from s3ft_jax.models.params import param_specs
 from s3ft_jax.models.rope import apply_rope, inverse_frequencies, rope_tables
@@ -298,12 +299,16 @@ def rms_norm(x: jax.Array, scale: jax.Array, eps: float) -> jax.Array:
 
 
 def project(p: dict, x: jax.Array, eq: str) -> jax.Array:
-    """A linear map with optional bias and optional LoRA adapter (`lora_a` in `p`)."""
+    """A linear map: `kernel`, optional `bias`, optional `lora` (an adapter.Adapter)."""
+    if not PROJECTION_KEYS.issuperset(p):
+        raise TypeError(f"unknown projection parameters {sorted(set(p) - PROJECTION_KEYS)}: a projection holds {sorted(PROJECTION_KEYS)}")
     y = linear(x, p["kernel"].astype(x.dtype), eq)
     if "bias" in p:
         y = y + p["bias"].astype(y.dtype)
-    if "lora_a" in p:
-        y = y + lora_delta(p, x, eq)
+    if "lora" in p:
+        if not isinstance(p["lora"], Adapter):
+            raise TypeError(f"a projection's lora must be an Adapter (training.lora.attach makes one), got {type(p['lora']).__name__}")
+        y = y + lora_delta(p["lora"], x, eq)
     return y
 
 
@@ -339,26 +344,27 @@ def _linear_bwd(eq, res, dy):
 linear.defvjp(_linear_fwd, _linear_bwd)
 
 
-def lora_delta(p: dict, x: jax.Array, eq: str) -> jax.Array:
+def lora_delta(adapter: Adapter, x: jax.Array, eq: str) -> jax.Array:
     """LoRA's low-rank update scale * dropout(x) @ A @ B for the map `eq`.
 
     A has the kernel's input axes then the rank, B the rank then the kernel's output axes:
-    for q_proj ("btd,dhk->bthk") A is [D, r] and B [r, H, Dh]. `lora_scale` (alpha / r) is
-    required; `lora_key` (a raw PRNG key) and `lora_keep` (1 - dropout) turn on dropout.
+    for q_proj ("btd,dhk->bthk") A is [D, r] and B [r, H, Dh]. Dropout is on when the
+    adapter has a dropout key.
     """
+    a, b = adapter.weights.lora_a, adapter.weights.lora_b
     x_axes, rest = eq.split(",")
     k_axes, out_axes = rest.split("->")
-    n_in = p["lora_a"].ndim - 1
-    in_axes, kept = k_axes[:n_in], "".join(a for a in x_axes if a not in k_axes)
-    if "lora_key" in p:
-        mask, keep = dropout_keep_mask(p["lora_key"], p["lora_keep"], x.shape)
+    n_in = a.ndim - 1
+    in_axes, kept = k_axes[:n_in], "".join(c for c in x_axes if c not in k_axes)
+    if adapter.dropout_key is not None:
+        mask, keep = dropout_keep_mask(adapter.dropout_key, adapter.keep, x.shape)
         x = jnp.where(mask, x / keep.astype(x.dtype), jnp.zeros((), x.dtype))
     # Through `linear` for its hand-written gradient: autodiff of the plain einsum had XLA's
     # CPU backend transpose dy (q_proj's, [tokens, d_model]) before the lora_b gradient, a
     # strided copy (docs/performance.md).
-    low = linear(x, p["lora_a"].astype(x.dtype), f"{x_axes},{in_axes}r->{kept}r")
-    y = linear(low, p["lora_b"].astype(x.dtype), f"{kept}r,r{k_axes[n_in:]}->{out_axes}")
-    return y * p["lora_scale"].astype(y.dtype)
+    low = linear(x, a.astype(x.dtype), f"{x_axes},{in_axes}r->{kept}r")
+    y = linear(low, b.astype(x.dtype), f"{kept}r,r{k_axes[n_in:]}->{out_axes}")
+    return y * adapter.scale.astype(y.dtype)
 
 
 def _fmix32(x: jax.Array) -> jax.Array:

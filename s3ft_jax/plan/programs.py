@@ -101,6 +101,7 @@ def _nbytes(tree) -> int:
 def train_program(config, cfg: ModelConfig, mesh, platform: str) -> Program:
     from s3ft_jax.config import lora_settings, train_settings
     from s3ft_jax.training import step as step_lib
+    from s3ft_jax.training.lora import adapter_tree
     from s3ft_jax.training.trainer import adapter_layout, make_tx
 
     t = config.train
@@ -113,8 +114,8 @@ def train_program(config, cfg: ModelConfig, mesh, platform: str) -> Program:
         params, params_sh, frozen, frozen_sh = base, base_sh, {}, {}
     else:
         a_shapes, a_sh = adapter_layout(cfg, fwd, lcfg, mesh)
-        flat_sh = step_lib.flatten(a_sh)
-        params = step_lib.unflatten({p: _sds(s, jnp.float32, flat_sh[p]) for p, s in a_shapes.items()})
+        shapes = adapter_tree({p: jax.ShapeDtypeStruct(s, jnp.float32) for p, s in a_shapes.items()})
+        params = jax.tree.map(lambda x, sh: _sds(x.shape, x.dtype, sh), shapes, a_sh)
         params_sh, frozen, frozen_sh = a_sh, base, base_sh
     tx, lr = make_tx(train_settings(config), max(1, t.max_steps or 1000))
     state_sh = step_lib.state_shardings(mesh, tx, params, params_sh)

@@ -12,7 +12,6 @@ from flax import nnx
 
 from s3ft_jax.errors import S3FTError
 from s3ft_jax.training import lora as lora_lib
-from s3ft_jax.training import step as step_lib
 from s3ft_jax.training.settings import TrainSettings
 from s3ft_jax.training.trainer import split_params
 
@@ -47,9 +46,7 @@ def load_trained(
     if restored is None:
         raise S3FTError(f"no training checkpoints in {directory}: run `s3ft train` first")
     state, meta = restored
-    merged = step_lib.merge_trees(frozen, state["params"]) if lora is not None else state["params"]
-    if lora is not None:
-        merged = jax.jit(lambda p: lora_lib.merge(p, lora))(merged)
+    merged = jax.jit(lambda f, a: lora_lib.merge(f, a, lora))(frozen, state["params"]) if lora is not None else state["params"]
     nnx.replace_by_pure_dict(model_state, _only_model_keys(merged, base))
     return nnx.merge(graphdef, model_state), int(meta["step"])
 

@@ -24,7 +24,6 @@ from s3ft_jax.errors import S3FTError
 from s3ft_jax.io import file_digest
 from s3ft_jax.training import data as data_lib
 from s3ft_jax.training import lora as lora_lib
-from s3ft_jax.training import step as step_lib
 from s3ft_jax.training.callbacks import Callback, StepRecord
 from s3ft_jax.training.settings import TrainSettings, run_id
 from s3ft_jax.training.trainer import load_base, setup
@@ -207,10 +206,10 @@ def save_adapter(params: dict, cfg, lcfg: lora_lib.LoraSettings, base_model: str
     from s3ft_jax.models.safetensors_io import save_file
     from s3ft_jax.sharding import global_to_host
 
-    flat = {path: global_to_host(v) for path, v in step_lib.flatten(params).items()}
+    host = jax.tree.map(global_to_host, params)
     if jax.process_index() != 0:
         return out
     out.mkdir(parents=True, exist_ok=True)
-    save_file(list(lora_lib.peft_tensors(flat, cfg)), out / "adapter_model.safetensors")
+    save_file(list(lora_lib.peft_tensors(host, cfg)), out / "adapter_model.safetensors")
     (out / "adapter_config.json").write_text(json.dumps(lora_lib.peft_config(lcfg, base_model), indent=2))
     return out

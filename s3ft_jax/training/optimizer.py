@@ -47,7 +47,7 @@ def schedule(c: OptimizerConfig) -> optax.Schedule:
 
 def decay_mask(params):
     def leaf_decays(path, _):
-        name = getattr(path[-1], "key", str(path[-1]))
+        name = getattr(path[-1], "key", getattr(path[-1], "name", None))  # dict key or dataclass field
         return name not in ("scale", "bias")
 
     return jax.tree_util.tree_map_with_path(leaf_decays, params)

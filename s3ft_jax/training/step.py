@@ -155,16 +155,16 @@ def _global_norm(tree) -> jax.Array:
 @dataclasses.dataclass(frozen=True)
 class StepSpec:
     forward: ForwardSpec
-    lora: lora.LoraConfig | None  # None: full fine-tuning
+    lora: lora.LoraSettings | None  # None: full fine-tuning
     grad_accum: int = 1
     head_chunk: int = 0  # logits per LM-head chunk; 0: by backend (CPU small, accelerators large)
 
 
 def loss_fn(params: dict, frozen: dict, batch: dict, key: jax.Array, denom: jax.Array, spec: StepSpec) -> jax.Array:
     """Mean cross-entropy share of one micro-batch: sum(weights * CE) / denom."""
-    full = merge_trees(frozen, params)
-    if spec.lora is not None:
-        full = lora.attach(full, spec.lora, key, training=True)
+    # Under LoRA the trained tree is the adapters, attached to the frozen base; otherwise it is
+    # the whole model (frozen is empty).
+    full = lora.attach(frozen, params, spec.lora, key, training=True) if spec.lora is not None else merge_trees(frozen, params)
     fwd = spec.forward
     seg = batch["segment_ids"]
     hidden = hidden_states(full, fwd, batch["input_ids"], batch["positions"], seg > 0, segment_ids=seg)

@@ -96,17 +96,17 @@ def split_params(base: dict, cfg: ModelConfig, spec: ForwardSpec, lora: lora_lib
         return base, {}, base_sh, {}
     a_shapes, a_sh = adapter_layout(cfg, spec, lora, mesh)
     key = jax.random.fold_in(jax.random.key(seed), 1)
-    init = jax.jit(lambda k: step_lib.unflatten(lora_lib.init_adapters(k, a_shapes)), out_shardings=a_sh)
+    init = jax.jit(lambda k: lora_lib.init_adapters(k, a_shapes), out_shardings=a_sh)
     return init(key), base, a_sh, base_sh
 
 
 def adapter_layout(cfg: ModelConfig, spec: ForwardSpec, lora: lora_lib.LoraSettings, mesh) -> tuple[dict, dict]:
-    """The LoRA adapters' flat shapes and their (nested) shardings."""
+    """The LoRA adapters' flat shapes and their shardings (a typed adapter tree)."""
     from s3ft_jax.models.params import param_logical_axes, param_shapes
 
     a_shapes = lora_lib.adapter_shapes(cfg, lora, param_shapes(cfg))
     a_axes = lora_lib.adapter_logical_axes(a_shapes, param_logical_axes(cfg))
-    return a_shapes, step_lib.param_shardings(mesh, spec.rules, a_axes, a_shapes)
+    return a_shapes, lora_lib.adapter_tree({path: spec.rules.named(mesh, a_axes[path], a_shapes[path]) for path in a_shapes})
 
 
 def make_tx(settings: TrainSettings, total_steps: int):
