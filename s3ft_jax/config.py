@@ -80,7 +80,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.task.custom.setup_field = "setup"
     c.task.custom.stop = ()
 
-    # Judges. The llm judge is the base model unless judge.model names another.
+    # Judges. The llm judge is the base model unless judge.model names another; in evaluation it
+    # also judges every fine-tuned model's answers (one judge for all methods).
     c.judge = ml_collections.ConfigDict()
     c.judge.mode = "llm_or_heuristic"  # llm | heuristic | llm_or_heuristic (tasks judged by an llm)
     c.judge.model = ""

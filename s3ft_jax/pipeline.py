@@ -84,7 +84,8 @@ def run_pipeline(settings: RunSettings, *, progress: bool = True) -> Path:
             model = LazyModel(lambda m=method: load_trained_model(settings.model, settings.train, settings.lora, workdir / m))
             model_id = trained_id(settings, workdir / method, base_id)
         with timings.timed(f"eval {method}"):
-            _evaluate(settings, task, method, workdir / method / "eval", model, model_id, judge_model, progress)
+            _evaluate(settings, task, method, workdir / method / "eval", model, model_id,
+                      *evaluation_judge(judge_model, base, base_id), progress)
         if method != "base" and settings.eval.drift:
             with timings.timed(f"drift {method}"):
                 _drift(settings, task, workdir, method, base, base_id, model, model_id, judge_model, progress)
@@ -213,8 +214,17 @@ def trained_id(settings: RunSettings, method_dir: Path, base_id: dict) -> dict:
     return {"base": base_id, "dataset": file_digest(method_dir / "dataset.jsonl"), **settings_fingerprint(settings.train, settings.lora)}
 
 
+def evaluation_judge(judge_model: LazyModel | None, base: LazyModel, base_id: dict) -> tuple[LazyModel, dict | None]:
+    """The LLM judge of every method's in-domain answers, and its identity for the stage
+    fingerprints: judge.model when set (identified by its name), else the base model."""
+    return (judge_model, None) if judge_model is not None else (base, base_id)
+
+
 def _evaluate(settings: RunSettings, task, method: str, eval_dir: Path, model: LazyModel, model_id: dict,
-              judge_model: LazyModel | None, progress: bool) -> dict:
+              judge_model: LazyModel, judge_id: dict | None, progress: bool) -> dict:
+    """In-domain accuracy and the generalization benchmarks of one method. An LLM judge is the
+    same model for every method (judge.model, else the base model), so that the methods'
+    accuracies are comparable: a fine-tuned model judging its own answers would not be."""
     from s3ft_jax.judges import text
     from s3ft_jax.tasks.data import resolve_data_dir
 
@@ -223,7 +233,7 @@ def _evaluate(settings: RunSettings, task, method: str, eval_dir: Path, model: L
     # In-domain: the prediction and judge stages of Algorithm 1, on the test split.
     ev = settings.eval
     indomain = Builder(settings.build, task, eval_dir, model=model, model_id=model_id, judge_model=judge_model,
-                       progress=progress, split=settings.build.task.test_split, limit=ev.limit)
+                       judge_model_id=judge_id, progress=progress, split=settings.build.task.test_split, limit=ev.limit)
     verdicts = indomain.predictions()
     examples = indomain.examples()
     metrics = {"task": task.name, "examples": len(examples),

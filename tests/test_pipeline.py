@@ -56,3 +56,14 @@ def test_run_all_methods_then_rerun_is_a_no_op(embedded_home, tmp_path, capsys):
     assert cli.main(args) == 0
     assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in watched} == before
     assert "Generalization (%)" in capsys.readouterr().out
+
+
+def test_every_method_is_judged_by_the_same_model():
+    """In-domain answers of a fine-tuned model are judged by the base model (or judge.model),
+    never by the fine-tuned model itself: the methods' accuracies must share one judge."""
+    from s3ft_jax.loader import LazyModel
+    from s3ft_jax.pipeline import evaluation_judge
+
+    base, named = LazyModel(lambda: ("base", None)), LazyModel(lambda: ("judge", None))
+    assert evaluation_judge(None, base, {"digest": "b"}) == (base, {"digest": "b"})
+    assert evaluation_judge(named, base, {"digest": "b"}) == (named, None)

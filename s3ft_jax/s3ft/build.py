@@ -60,15 +60,17 @@ class BuildResult:
 
 class Builder:
     def __init__(self, settings: BuildSettings, task: Task, stage_dir: Path, *, model: LazyModel, model_id: dict,
-                 judge_model: LazyModel | None = None, generator: Generator | None = None, progress: bool = True,
-                 split: str | None = None, limit: int | None = None):
-        """`judge_model`: the LLM judge's model when it is not `model` (judge.model)."""
+                 judge_model: LazyModel | None = None, judge_model_id: dict | None = None,
+                 generator: Generator | None = None, progress: bool = True, split: str | None = None,
+                 limit: int | None = None):
+        """`judge_model`, `judge_model_id`: the LLM judge's model and identity when it is not
+        `model` (judge.model, or the base model judging a fine-tuned one's answers)."""
         self.settings, self.task, self.dir = settings, task, Path(stage_dir)
         # Evaluation reuses the predict/judge stages on the test split.
         self.split = split or settings.task.train_split
         self.limit = settings.task.limit if limit is None else limit
         self.model, self.model_id, self.progress = model, model_id, progress
-        self.judge_model = judge_model
+        self.judge_model, self.judge_model_id = judge_model, judge_model_id
         self.generator = generator or self._generate_with_model
         self.stages: list[StageLog] = []
         self._examples: list[Example] | None = None
@@ -82,7 +84,7 @@ class Builder:
         return self.settings.sampling.fingerprint()
 
     def judge_inputs(self) -> dict:
-        return self.settings.judge.fingerprint(self.task, self.model_id)
+        return self.settings.judge.fingerprint(self.task, self.judge_model_id or self.model_id)
 
     def examples(self) -> list[Example]:
         if self._examples is None:
