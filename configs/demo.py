@@ -1,7 +1,8 @@
 """`make demo`: all four methods on the embedded SmolLM2-135M, GSM8K, on this machine's CPU.
 
-Small on purpose (it must finish within 20 minutes on 2 CPU cores): 24 training examples,
-LoRA for a few steps, 16 test questions and 8 questions per generalization benchmark. The
+Small on purpose (about 23 minutes on 2 idle CPU cores from a fresh clone, setup included;
+the run itself 21, a third of it drift): 24 training examples, LoRA for a few steps, 16 test
+questions and 8 questions per generalization benchmark. The
 numbers it prints show the pipeline works end to end; they are far too small to rank the
 methods. configs/paper.py has the paper's settings.
 """

@@ -1,6 +1,6 @@
 """A study that can tell the methods apart on a 2-core CPU: evidence for issue 21.
 
-    s3ft run --config=configs/study_cpu.py        # about 2.5 hours on 2 CPU cores
+    s3ft run --config=configs/study_cpu.py        # about 3 hours on 2 idle CPU cores (see docs/results.md)
 
 The embedded SmolLM2-135M-Instruct on GSM8K: 256 training examples, LoRA for 3 epochs
 (96 steps of 8), all four methods, 200 test questions and 100 questions per generalization
@@ -10,7 +10,8 @@ its stderr and every change from base a paired 95% interval (docs/results.md).
 
 Sizing (2 cores): generation dominates: ~1,100 sequences of up to 256 new tokens (256 train
 predictions, ~256 paraphrases, 4 x 200 test answers) at roughly 100 tokens/s; then 3 x 96 LoRA
-steps at max length 512, and log-likelihood scoring of 7 x 100 benchmark questions per method
+steps at max length 512 (about 20 s each on an idle 2-core Xeon: 1.6 hours for the three
+trainings), and log-likelihood scoring of 7 x 100 benchmark questions per method
 (TruthfulQA's 6-shot primer would triple the scoring cost, so it is left out here; add it with
 --config.eval.benchmarks=...). Drift scores the same texts once more with both models.
 """
