@@ -5,7 +5,8 @@
                                 eval/ (in-domain predictions and verdicts, benchmark scores)
     <workdir>/logprobs.*        Figure 2 for the s3ft D' (sdft's in <workdir>/sdft/logprobs.*);
                                 D' target lengths and per-token log p also go into stats.json
-    <workdir>/<method>/eval/drift.json   mean per-token KL(base || method) on held-out text
+    <workdir>/<method>/eval/drift.json   mean per-token KL(base || method) on held-out text,
+                                and each text's KL sum (the report pairs methods on them)
     <workdir>/report.{md,html}  tables and plots
 
 `base` is the untouched model; `sft`, `sdft` and `s3ft` differ only in their D', and train and

@@ -16,13 +16,14 @@ from pathlib import Path
 
 from s3ft_jax import distributed
 from s3ft_jax.errors import S3FTError
-from s3ft_jax.evaluation.intervals import Z95, mean_stderr, paired_difference, wilson_interval, within_noise
+from s3ft_jax.evaluation.intervals import Z95, mean_stderr, paired_difference, ratio_mean, wilson_interval, within_noise
 from s3ft_jax.io import read_jsonl
 from s3ft_jax.s3ft.stages import atomic_write_text
 
 # The benchmark's headline metric, as papers and the Open LLM Leaderboard report them.
 HEADLINE = {"hellaswag": "acc_norm", "arc_challenge": "acc_norm", "arc_easy": "acc_norm", "truthfulqa_mc2": "acc"}
 SOURCES = ("own", "paraphrase", "gold")
+COMPARISON = "Against sft (paired differences [95% interval]; drift in nats per token)"
 
 
 def _read(path: Path):
@@ -74,14 +75,18 @@ def _per_question(eval_dir: Path, generalization: dict, examples: int | None) ->
     return out
 
 
-def _paired(data: dict, method: str, name: str, sign: int) -> dict | None:
-    """sign * (method - base) in points over the questions both answered, with its interval."""
-    base, other = data["questions"].get("base", {}).get(name), data["questions"].get(method, {}).get(name)
-    common = [q for q in (base or {}) if q in (other or {})]
+def _between(data: dict, first: str, second: str, name: str) -> dict | None:
+    """first - second in points over the questions of `name` both answered, with its interval."""
+    a, b = data["questions"].get(first, {}).get(name) or {}, data["questions"].get(second, {}).get(name) or {}
+    common = [q for q in a if q in b]
     if not common:
         return None
-    a, b = ([other[q] for q in common], [base[q] for q in common]) if sign > 0 else ([base[q] for q in common], [other[q] for q in common])
-    return paired_difference([100 * x for x in a], [100 * x for x in b])
+    return paired_difference([100 * a[q] for q in common], [100 * b[q] for q in common])
+
+
+def _paired(data: dict, method: str, name: str, sign: int) -> dict | None:
+    """sign * (method - base) in points over the questions both answered, with its interval."""
+    return _between(data, method, "base", name) if sign > 0 else _between(data, "base", method, name)
 
 
 def _pm(value: float | None, stderr: float | None, digits: int = 1) -> str:
@@ -138,6 +143,71 @@ def _average(drops: list[dict]) -> dict | None:
         return {"diff": mean, "stderr": None, "low": None, "high": None}
     se = sum(d["stderr"] ** 2 for d in drops) ** 0.5 / len(drops)
     return {"diff": mean, "stderr": se, "low": mean - Z95 * se, "high": mean + Z95 * se}
+
+
+def _drift_between(data: dict, method: str, reference: str, key: str) -> dict | None:
+    """KL(base || method) - KL(base || reference) per token on the same texts, paired: the
+    difference of the per-text KL sums over the same token counts (ratio estimator). None
+    without per-text sums (drift files from before they were kept) or on different texts."""
+    cells = [data["drift"].get(m, {}).get(key) or {} for m in (method, reference)]
+    rows_m, rows_r = (c.get("per_text") for c in cells)
+    if not rows_m or not rows_r or [n for _, n in rows_m] != [n for _, n in rows_r]:
+        return None
+    stats = ratio_mean([s - t for (s, _), (t, _) in zip(rows_m, rows_r)], [n for _, n in rows_m])
+    if stats is None:
+        return None
+    se = stats["stderr"]
+    low, high = (None, None) if se is None else (stats["mean"] - Z95 * se, stats["mean"] + Z95 * se)
+    return {"diff": stats["mean"], "stderr": se, "low": low, "high": high, "n": stats["n"]}
+
+
+def comparisons(data: dict, reference: str = "sft") -> dict[str, dict[str, dict | None]]:
+    """{method: {"indomain", "drop", "drift_responses", "drift_benchmarks": paired difference
+    against `reference`}} for every other trained method: the paper's question is not whether
+    s3ft moved from base but whether it moved less than sft. Accuracy in points (method -
+    reference), the average drop's difference in points (positive = method drops more), drift
+    in nats per token (positive = method drifted more)."""
+    if reference not in data["methods"]:
+        return {}
+    names = list(data["generalization"].get("base", {}))
+    out = {}
+    for m in data["methods"]:
+        if m in ("base", reference):
+            continue
+        drops = [d for n in names if (d := _between(data, reference, m, n)) is not None]
+        out[m] = {"indomain": _between(data, m, reference, "indomain"), "drop": _average(drops) if drops else None,
+                  "drift_responses": _drift_between(data, m, reference, "responses"),
+                  "drift_benchmarks": _drift_between(data, m, reference, "benchmarks_all")}
+    return out
+
+
+def _sci_interval(d: dict | None) -> str:
+    if d is None:
+        return "-"
+    if d["low"] is None:
+        return f"{d['diff']:+.3g}"
+    return f"{d['diff']:+.3g} [{d['low']:+.2g}, {d['high']:+.2g}]"
+
+
+def _compare_notes(compared: dict, reference: str) -> list[str]:
+    lines = []
+    for m, c in compared.items():
+        parts = []
+        for key, what, worse in (("indomain", "in-domain accuracy", "lower"), ("drop", "average drop", "larger"),
+                                 ("drift_responses", "drift on base's responses", "larger"),
+                                 ("drift_benchmarks", "drift on benchmark texts", "larger")):
+            d = c.get(key)
+            if d is None:
+                continue
+            if within_noise(d["low"], d["high"]):
+                parts.append(f"{what}: no difference beyond noise")
+            else:
+                higher = d["diff"] > 0
+                word = ("higher" if higher else "lower") if key == "indomain" else ("larger" if higher else "smaller")
+                parts.append(f"{what}: {word} than {reference}'s" + (" (worse)" if word == worse else " (better)"))
+        if parts:
+            lines.append(f"{m} against {reference}, paired on the same questions and texts: " + "; ".join(parts) + ".")
+    return lines
 
 
 def tables(data: dict) -> dict[str, list[list[str]]]:
@@ -201,6 +271,13 @@ def tables(data: dict) -> dict[str, list[list[str]]]:
                 cells = [d.get("responses"), *(d["benchmarks"].get(n) for n in names), d.get("benchmarks_all")]
                 rows.append([m, *(_sci(c and c["kl"], c and c["stderr"]) for c in cells)])
         out["Drift from base: mean per-token KL(base || method), nats ± stderr"] = rows
+    if compared := comparisons(data):
+        rows = [["method", "in-domain accuracy (points)", "average drop (points)", "drift on base's responses",
+                 "drift on benchmark texts"]]
+        for m, c in compared.items():
+            rows.append([f"{m} - sft", _interval(c["indomain"]), _interval(c["drop"]),
+                         _sci_interval(c["drift_responses"]), _sci_interval(c["drift_benchmarks"])])
+        out[COMPARISON] = rows
     if data.get("logprobs"):
         rows = [["target", "examples", "mean log p", "median", "mean per token", "mean tokens"]]
         for k in SOURCES:
@@ -250,6 +327,8 @@ def notes(data: dict) -> dict[str, list[str]]:
         out["Drift from base: mean per-token KL(base || method), nats ± stderr"] = [
             "KL(base || method) per token: how much more the fine-tuned model is surprised by what the base model "
             "would say. 0 means unchanged; the paper's claim is that s3ft stays closer to base than sft."]
+    if lines := _compare_notes(comparisons(data), "sft"):
+        out[COMPARISON] = lines
     return out
 
 

@@ -79,6 +79,7 @@ def test_summary_is_the_token_weighted_mean_with_the_ratio_stderr():
     r = 6.0 / 10
     residuals = [2.0 - 4 * r, 1.0 - 1 * r, 3.0 - 5 * r]  # -0.4, 0.4, 0.0
     se = math.sqrt(sum(e * e for e in residuals) / (3 * 2)) / (10 / 3)
-    assert out == {"kl": pytest.approx(0.6), "stderr": pytest.approx(se), "texts": 3, "tokens": 10}
+    assert out == {"kl": pytest.approx(0.6), "stderr": pytest.approx(se), "texts": 3, "tokens": 10,
+                   "per_text": [[2.0, 4], [1.0, 1], [3.0, 5]]}  # kept in order, for paired comparisons
     assert se == pytest.approx(math.sqrt(0.32 / 6) * 0.3)
     assert summarize([])["kl"] is None and summarize([(1.0, 2)])["stderr"] is None

@@ -85,3 +85,36 @@ def test_report_shows_stderrs_paired_intervals_and_noise(tmp_path):
     assert "| sft | 0.0123 ± 0.0021 | 0.5 | 0.5 |" in report
     assert "| sft | gold | 4 | 80.0 | -100.0 | -1.250 |" in report
     assert (tmp_path / "drift.png").stat().st_size > 1000 and "drift.png" in report
+
+
+def test_report_compares_each_method_with_sft_on_the_same_questions_and_texts(tmp_path):
+    """The paper's question is whether s3ft moved less than sft, not whether it moved at all:
+    the comparison table pairs the two on the same questions and the same drift texts."""
+    indomain = {"base": [0, 0, 0, 0], "sft": [1, 1, 1, 0], "s3ft": [1, 1, 0, 0]}
+    boolq = {"base": [1] * 6, "sft": [0] * 5 + [1], "s3ft": [1] * 6}
+    drift = {"sft": ([[1.0, 10], [2.0, 10], [3.0, 20]], [[1.0, 5]]), "s3ft": ([[0.5, 10], [1.0, 10], [1.0, 20]], [[1.0, 6]])}
+    for method in ("base", "sft", "s3ft"):
+        right = indomain[method]
+        _write(tmp_path / method / "eval" / "indomain.json", {"task": "gsm8k", "examples": 4, "accuracy": sum(right) / 4})
+        _write(tmp_path / method / "eval" / "judge_predict.jsonl", [{"id": f"q{i}", "correct": bool(r)} for i, r in enumerate(right)])
+        values = boolq[method]
+        _write(tmp_path / method / "eval" / "generalization.json",
+               {"boolq": {"n": 6, "acc": sum(values) / 6, "acc_stderr": mean_stderr(values)}})
+        _write(tmp_path / method / "eval" / "records" / "boolq.jsonl", [{"id": i, "acc": v} for i, v in enumerate(values)])
+        if method in drift:
+            responses, bench = drift[method]
+            _write(tmp_path / method / "eval" / "drift.json", {
+                "responses": {"kl": 0.1, "stderr": 0.01, "texts": 3, "tokens": 40, "per_text": responses},
+                "benchmarks": {"boolq": {"kl": 0.2, "stderr": None, "texts": 1, "tokens": 5, "per_text": bench}},
+                "benchmarks_all": {"kl": 0.2, "stderr": None, "texts": 1, "tokens": 5, "per_text": bench}})
+    report = write_report(tmp_path, ["base", "sft", "s3ft"]).read_text()
+
+    # In-domain s3ft - sft: differences 0 0 -1 0 -> -25 points, stderr 25 -> [-74.0, +24.0].
+    # Drop difference = sft - s3ft per boolq question: -1 x5, 0 -> -83.3, stderr 16.7.
+    # Drift on responses: per-text differences -0.5 -1 -2 over 10 10 20 tokens -> -0.0875 per
+    # token, ratio stderr 0.01432 -> [-0.116, -0.059]. The benchmark texts' token counts differ
+    # (not the same texts): no paired number.
+    assert "| s3ft - sft | -25.0 [-74.0, +24.0] | -83.3 [-116.0, -50.7] | -0.0875 [-0.12, -0.059] | - |" in report
+    assert ("s3ft against sft, paired on the same questions and texts: in-domain accuracy: no difference beyond noise; "
+            "average drop: smaller than sft's (better); drift on base's responses: smaller than sft's (better).") in report
+    assert "| sft - sft |" not in report and "| base - sft |" not in report

@@ -126,11 +126,15 @@ def kl_per_text(
 
 
 def summarize(per_text: Sequence[tuple[float, int]]) -> dict:
-    """{"kl": token-weighted mean per-token KL, "stderr", "texts", "tokens"}."""
-    stats = ratio_mean([s for s, _ in per_text], [n for _, n in per_text])
+    """{"kl": token-weighted mean per-token KL, "stderr", "texts", "tokens", "per_text":
+    [[KL sum, tokens], ...] in the texts' order}. The per-text sums let two tuned models be
+    compared on the same texts (a paired difference, much tighter than their two stderrs)."""
+    rows = [[float(s), int(n)] for s, n in per_text]
+    stats = ratio_mean([s for s, _ in rows], [n for _, n in rows])
     if stats is None:
-        return {"kl": None, "stderr": None, "texts": 0, "tokens": 0}
-    return {"kl": stats["mean"], "stderr": stats["stderr"], "texts": stats["n"], "tokens": int(stats["count"])}
+        return {"kl": None, "stderr": None, "texts": 0, "tokens": 0, "per_text": []}
+    return {"kl": stats["mean"], "stderr": stats["stderr"], "texts": stats["n"], "tokens": int(stats["count"]),
+            "per_text": rows}
 
 
 def kl_drift(
