@@ -102,12 +102,13 @@ def _sci(value: float | None, stderr: float | None) -> str:
     return f"{value:.3g}" + ("" if stderr is None else f" ± {stderr:.2g}")
 
 
-def _interval(d: dict | None) -> str:
+def _interval(d: dict | None, value: str = "+.1f", bound: str = "+.1f") -> str:
+    """A difference and its 95% interval; drift uses significant digits (value "+.3g")."""
     if d is None:
         return "-"
     if d["low"] is None:
-        return f"{d['diff']:+.1f}"
-    return f"{d['diff']:+.1f} [{d['low']:+.1f}, {d['high']:+.1f}]"
+        return format(d["diff"], value)
+    return f"{format(d['diff'], value)} [{format(d['low'], bound)}, {format(d['high'], bound)}]"
 
 
 def _score(metrics: dict, name: str) -> float | None:
@@ -179,14 +180,6 @@ def comparisons(data: dict, reference: str = "sft") -> dict[str, dict[str, dict 
                   "drift_responses": _drift_between(data, m, reference, "responses"),
                   "drift_benchmarks": _drift_between(data, m, reference, "benchmarks_all")}
     return out
-
-
-def _sci_interval(d: dict | None) -> str:
-    if d is None:
-        return "-"
-    if d["low"] is None:
-        return f"{d['diff']:+.3g}"
-    return f"{d['diff']:+.3g} [{d['low']:+.2g}, {d['high']:+.2g}]"
 
 
 def _compare_notes(compared: dict, reference: str) -> list[str]:
@@ -276,7 +269,7 @@ def tables(data: dict) -> dict[str, list[list[str]]]:
                  "drift on benchmark texts"]]
         for m, c in compared.items():
             rows.append([f"{m} - sft", _interval(c["indomain"]), _interval(c["drop"]),
-                         _sci_interval(c["drift_responses"]), _sci_interval(c["drift_benchmarks"])])
+                         _interval(c["drift_responses"], "+.3g", "+.2g"), _interval(c["drift_benchmarks"], "+.3g", "+.2g")])
         out[COMPARISON] = rows
     if data.get("logprobs"):
         rows = [["target", "examples", "mean log p", "median", "mean per token", "mean tokens"]]
