@@ -1,6 +1,6 @@
 """A study that can tell the methods apart on a 2-core CPU: evidence for issue 21.
 
-    s3ft run --config=configs/study_cpu.py        # about 3 hours on 2 idle CPU cores (see docs/results.md)
+    s3ft run --config=configs/study_cpu.py        # about 4 hours on 2 idle CPU cores (docs/results.md)
 
 The embedded SmolLM2-135M-Instruct on GSM8K: 256 training examples, LoRA for 3 epochs
 (96 steps of 8), all four methods, 200 test questions and 100 questions per generalization
@@ -8,12 +8,12 @@ benchmark, with the drift metric (KL(base || method) per token) and `judge.keep_
 so bare "The answer is N." paraphrases fall back to gold. Every accuracy in the report carries
 its stderr and every change from base a paired 95% interval (docs/results.md).
 
-Sizing (2 cores): generation dominates: ~1,100 sequences of up to 256 new tokens (256 train
-predictions, ~256 paraphrases, 4 x 200 test answers) at roughly 100 tokens/s; then 3 x 96 LoRA
-steps at max length 512 (about 20 s each on an idle 2-core Xeon: 1.6 hours for the three
-trainings), and log-likelihood scoring of 7 x 100 benchmark questions per method
-(TruthfulQA's 6-shot primer would triple the scoring cost, so it is left out here; add it with
---config.eval.benchmarks=...). Drift scores the same texts once more with both models.
+Sizing (2 cores; the measured stage times are in docs/results.md): training is the largest
+part (3 x 96 LoRA steps at max length 512), then the four evaluations, drift (the same texts
+scored once more with both models) and generating the training set. For about 2.5 hours:
+--config.train.num_epochs=2 --config.eval.limit=100 --config.eval.benchmark_limit=50, with
+intervals about 1.4x wider. TruthfulQA's 6-shot primer would triple the scoring cost, so it
+is left out here; add it with --config.eval.benchmarks=....
 """
 
 from s3ft_jax.config import base_config

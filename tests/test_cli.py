@@ -41,6 +41,28 @@ def test_command_help_shows_the_values_of_a_config_file(capsys):
     assert "eval.benchmark_limit = 8" in out and "eval.limit = 3" in out and "values from configs/demo.py" in out
 
 
+def _shipped_configs():
+    import importlib.util
+    from pathlib import Path
+
+    for path in sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.py")):
+        spec = importlib.util.spec_from_file_location(f"config_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        presets = getattr(module, "PRESETS", None)
+        for preset in presets or [None]:
+            yield pytest.param(module.get_config, preset, id=f"{path.stem}:{preset}" if preset else path.stem)
+
+
+@pytest.mark.parametrize(("get_config", "preset"), list(_shipped_configs()))
+def test_every_shipped_config_builds_its_typed_settings(get_config, preset):
+    """A config file that no longer matches the settings it feeds fails here, not hours into a run."""
+    from s3ft_jax.config import run_settings, validate
+
+    settings = run_settings(validate(get_config(preset) if preset else get_config()))
+    assert settings.methods and settings.train.num_epochs > 0 and settings.model.name
+
+
 def test_every_command_has_help():
     assert set(cli.COMMAND_HELP) == set(cli.COMMANDS)
 
