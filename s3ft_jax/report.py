@@ -24,6 +24,8 @@ from s3ft_jax.s3ft.stages import atomic_write_text
 HEADLINE = {"hellaswag": "acc_norm", "arc_challenge": "acc_norm", "arc_easy": "acc_norm", "truthfulqa_mc2": "acc"}
 SOURCES = ("own", "paraphrase", "gold")
 COMPARISON = "Against sft (paired differences [95% interval]; drift in nats per token)"
+SEED_CAVEAT = ("These intervals cover the questions and texts, for these trained models; they leave out "
+               "the variation between training runs, which can be as large (another seed: docs/results.md).")
 
 
 def _read(path: Path):
@@ -200,6 +202,8 @@ def _compare_notes(compared: dict, reference: str) -> list[str]:
                 parts.append(f"{what}: {word} than {reference}'s" + (" (worse)" if word == worse else " (better)"))
         if parts:
             lines.append(f"{m} against {reference}, paired on the same questions and texts: " + "; ".join(parts) + ".")
+    if lines:  # the study's second sft seed moved drift by 5%, as much as s3ft differs from sft
+        lines.append(SEED_CAVEAT)
     return lines
 
 

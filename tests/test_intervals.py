@@ -7,7 +7,7 @@ import math
 import pytest
 
 from s3ft_jax.evaluation.intervals import mean_stderr, paired_difference, ratio_mean, wilson_interval, within_noise
-from s3ft_jax.report import write_report
+from s3ft_jax.report import SEED_CAVEAT, write_report
 
 pytestmark = pytest.mark.fast  # `make test-fast`
 
@@ -117,4 +117,5 @@ def test_report_compares_each_method_with_sft_on_the_same_questions_and_texts(tm
     assert "| s3ft - sft | -25.0 [-74.0, +24.0] | -83.3 [-116.0, -50.7] | -0.0875 [-0.12, -0.059] | - |" in report
     assert ("s3ft against sft, paired on the same questions and texts: in-domain accuracy: no difference beyond noise; "
             "average drop: smaller than sft's (better); drift on base's responses: smaller than sft's (better).") in report
+    assert report.index("drift on base's responses: smaller than sft's (better).") < report.index(SEED_CAVEAT)
     assert "| sft - sft |" not in report and "| base - sft |" not in report
