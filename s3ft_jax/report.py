@@ -202,7 +202,7 @@ def _compare_notes(compared: dict, reference: str) -> list[str]:
                 parts.append(f"{what}: {word} than {reference}'s" + (" (worse)" if word == worse else " (better)"))
         if parts:
             lines.append(f"{m} against {reference}, paired on the same questions and texts: " + "; ".join(parts) + ".")
-    if lines:  # the study's second sft seed moved drift by 5%, as much as s3ft differs from sft
+    if lines:  # else a reader takes these intervals for the whole uncertainty (docs/results.md)
         lines.append(SEED_CAVEAT)
     return lines
 
