@@ -92,6 +92,9 @@ def base_config() -> ml_collections.ConfigDict:
     # at least keep_solution_fraction of its intermediate results (GSM8K) or of its length.
     c.judge.keep_solution = False  # off, as in the paper
     c.judge.keep_solution_fraction = 0.5
+    # A response cut at max_new_tokens is never own/paraphrase unless it stated an answer marker
+    # before the cut (True accepts it like any other).
+    c.judge.accept_truncated = False
 
     # `s3ft build`: Algorithm 1. Stage files go to <workdir>/build, D' to build.output.
     c.build = ml_collections.ConfigDict()

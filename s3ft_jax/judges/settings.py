@@ -7,6 +7,8 @@ import dataclasses
 from s3ft_jax.errors import ConfigError
 
 LLM_MODES = ("llm", "heuristic", "llm_or_heuristic")
+# Bumped whenever a judge's rule changes a verdict (hashed into the judge stages' fingerprints).
+RULES_VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,6 +22,8 @@ class JudgeSettings:
     # Paraphrases must keep the gold's solution, not only its final answer (judges/solution.py).
     keep_solution: bool = False
     keep_solution_fraction: float = 0.5
+    # A response cut at the token limit is refused unless it stated its answer before the cut.
+    accept_truncated: bool = False
 
     def __post_init__(self):
         if self.mode not in LLM_MODES:
@@ -35,7 +39,9 @@ class JudgeSettings:
 
     def fingerprint(self, task, model_id) -> dict:
         """Every setting that can change a verdict of `task` (a tasks.Task)."""
-        inputs = {"kind": task.judge, "options": dict(task.options)}
+        # "rules": the judges' version; a change of rule redoes the verdicts of earlier runs.
+        inputs = {"kind": task.judge, "options": dict(task.options), "rules": RULES_VERSION,
+                  "accept_truncated": self.accept_truncated}
         if task.judge == "llm":
             inputs |= {"mode": self.mode, "prompt": task.prompts.judge, "max_new_tokens": self.max_new_tokens,
                        "model": model_id if not self.model else self.model}

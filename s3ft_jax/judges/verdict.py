@@ -13,13 +13,32 @@ from s3ft_jax.tasks.base import Example, Task
 
 
 
+# How a verdict was reached (`Verdict.how`), counted by the judge audit.
+HOW = (
+    "marker",        # numeric: the value stated after the last answer marker
+    "last_number",   # numeric: no marker, the response's last number
+    "no_answer",     # numeric/regex: nothing to read
+    "truncated",     # refused: cut at the token limit with no answer stated before the cut
+    "exact",         # exact match
+    "regex",         # the task's regex
+    "sandbox",       # code: the sandbox's status follows after a colon (sandbox:passed, sandbox:timeout)
+    "llm",           # the LLM judge's yes/no probabilities (margin = log p(yes) - log p(no))
+    "heuristic",     # open QA: exact match or containment
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class Verdict:
     correct: bool
     detail: str = ""
+    how: str = ""  # one of HOW (code: "sandbox:<status>")
+    margin: float | None = None  # the LLM judge: log p(yes) - log p(no)
 
     def to_json(self) -> dict:
-        return {"correct": self.correct, "detail": self.detail}
+        out = {"correct": self.correct, "detail": self.detail, "how": self.how}
+        if self.margin is not None:
+            out["margin"] = round(self.margin, 4)
+        return out
 
 
 class Judge:
@@ -37,9 +56,12 @@ class Judge:
 
             check_sandbox()  # refuse before any work if the machine cannot isolate programs
 
-    def __call__(self, examples: Sequence[Example], responses: Sequence[str]) -> list[Verdict]:
-        if len(examples) != len(responses):
-            raise ValueError("one response per example")
+    def __call__(self, examples: Sequence[Example], responses: Sequence[str],
+                 finish_reasons: Sequence[str] | None = None) -> list[Verdict]:
+        """One verdict per response. `finish_reasons` (the sampler's "eos" | "stop" | "length")
+        lets the judge refuse answers cut at the token limit (judge.accept_truncated)."""
+        if len(examples) != len(responses) or (finish_reasons is not None and len(finish_reasons) != len(responses)):
+            raise ValueError("one response (and finish reason) per example")
         kind = self.task.judge
         if kind == "numeric":
             from s3ft_jax.judges.math import extract_answer, is_correct

@@ -165,14 +165,16 @@ class Builder:
             texts = [self._as_target(r) for r in rows]
             leaks = [meta_text_leak(text) if check_leaks else None for text in texts]
             to_judge = [n for n, leak in enumerate(leaks) if leak is None]
-            verdicts = self.judge()([by_id[rows[n]["id"]] for n in to_judge], [rows[n]["text"] for n in to_judge]) if to_judge else []
+            verdicts = self.judge()([by_id[rows[n]["id"]] for n in to_judge], [rows[n]["text"] for n in to_judge],
+                                    [rows[n]["finish_reason"] for n in to_judge]) if to_judge else []
             verdict_of = dict(zip(to_judge, verdicts))
             out = []
             for n, row in enumerate(rows):
                 v = verdict_of.get(n)
                 out.append({"id": row["id"], "text": row["text"], "target": texts[n], "finish_reason": row["finish_reason"],
                             "leak": leaks[n], "correct": bool(v and v.correct),
-                            "detail": v.detail if v else f"meta-text leak: {leaks[n]!r}"})
+                            "detail": v.detail if v else f"meta-text leak: {leaks[n]!r}",
+                            "how": v.how if v else "leak"})
                 if keep and v and v.correct:
                     self._check_solution(out[-1], by_id[row["id"]])
             return out
