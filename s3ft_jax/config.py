@@ -85,7 +85,6 @@ def base_config() -> ml_collections.ConfigDict:
     c.judge = ml_collections.ConfigDict()
     c.judge.mode = "llm_or_heuristic"  # llm | heuristic | llm_or_heuristic (tasks judged by an llm)
     c.judge.model = ""
-    c.judge.max_new_tokens = 8
     c.judge.code_timeout_s = 10.0
     c.judge.code_workers = 0  # 0: one per CPU core
     # Paraphrases must keep the gold's solution, not only its final answer (judges/solution.py):

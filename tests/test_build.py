@@ -66,7 +66,8 @@ class Scripted:
                 text = correct_text(self.task, ex) if row["id"] in self.right[stage] else wrong_text(self.task, ex)
                 if stage == "paraphrase" and row["id"] in self.leak:
                     text = "Using the reference answer as a guide:\n" + correct_text(self.task, ex)
-                finish = "stop" if self.task == "mbpp" else "eos"
+                # MBPP answers end by the stop string or by EOS; both targets must end with [DONE].
+                finish = ("stop" if n % 2 else "eos") if self.task == "mbpp" else "eos"
                 f.write(json.dumps({"id": row["id"], "text": text, "finish_reason": finish, "token_ids": [1, 2]}) + "\n")
 
 
@@ -281,3 +282,36 @@ def test_build_mbpp_on_a_tiny_model_with_the_sandbox(embedded_home, tmp_path, ca
         assert r["prediction_detail"].split(":")[0] in ("failed", "error", "timeout", "crashed"), r["prediction_detail"]
         assert r["source"] == "gold" and r["target"] == r["gold"] and r["target"].startswith("[BEGIN]")
         assert r["paraphrase"] is not None
+
+
+class CutOff(Scripted):
+    """Every prediction runs into the token limit: half of them after stating the answer, half
+    with only a right last number (a derivation cut mid-way)."""
+
+    def __call__(self, prompts: Path, output: Path, keep_extra: bool) -> None:
+        super().__call__(prompts, output, keep_extra)
+        if output.name.startswith("predict"):
+            rows = [json.loads(l) for l in output.read_text().splitlines()]
+            examples = {json.loads(l)["id"]: json.loads(l) for l in (self.stage_dir / "examples.jsonl").read_text().splitlines()}
+            for n, row in enumerate(rows):
+                ref = examples[row["id"]]["reference"]
+                row["text"] = f"The answer is {ref}.\nNow let me check" if n % 2 else f"So far we have 2 + 3 = {ref}"
+                row["finish_reason"] = "length"
+            output.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_answers_cut_at_the_token_limit_are_not_own_targets(tmp_path):
+    config = make_config("gsm8k", 6)
+    ids = [e.id for e in get_task(task_settings(config)).load(shared_data_dir(), "train")[:6]]
+    stage_dir = tmp_path / "build"
+    builder = make_builder(config, stage_dir, CutOff(stage_dir, "gsm8k", {"predict": set(ids), "paraphrase": set()}, set()))
+    result = build("s3ft", tmp_path / "s3ft", builder)
+    rows = [json.loads(l) for l in result.dataset.read_text().splitlines()]
+    assert [r["source"] for r in rows] == ["gold", "own"] * 3
+    assert [r["prediction_how"] for r in rows] == ["truncated", "marker"] * 3
+    assert result.stats["refused_truncated"] == {"prediction": 3, "paraphrase": 0}
+    # judge.accept_truncated=True takes them all, as before this rule.
+    accepting = make_builder(make_config("gsm8k", 6, **{"judge.accept_truncated": True}), stage_dir,
+                             CutOff(stage_dir, "gsm8k", {"predict": set(ids), "paraphrase": set()}, set()))
+    again = build("s3ft", tmp_path / "s3ft_all", accepting)
+    assert again.stats["counts"]["own"] == 6 and again.stats["refused_truncated"]["prediction"] == 0

@@ -201,10 +201,10 @@ class Builder:
             row["correct"], row["detail"] = False, f"dropped the solution ({why}); {row['detail']}"
 
     def _as_target(self, row: dict) -> str:
-        """A generation as a training target: the stop string that cut it is put back (MBPP's
-        [DONE]), so own and paraphrased targets end like the gold ones."""
+        """A generation as a training target that ends exactly as the gold ones do: the stop
+        string (MBPP's [DONE]) closes it whether the stop cut it or the model ended with EOS."""
         text = row["text"].strip()
-        if row["finish_reason"] == "stop" and self.task.stop:
+        if self.task.stop and not text.endswith(self.task.stop[0]):
             text = f"{text}\n{self.task.stop[0]}"
         return text
 
@@ -246,6 +246,7 @@ class Builder:
                 "prediction_detail": pred and pred["detail"],
                 "paraphrase": para and para["text"], "paraphrase_correct": para and para["correct"],
                 "paraphrase_leak": para and para["leak"], "paraphrase_detail": para and para["detail"],
+                "prediction_how": pred and pred.get("how"), "paraphrase_how": para and para.get("how"),
             })
             if para and "kept_solution" in para:  # only with judge.keep_solution
                 rows[-1]["paraphrase_kept_solution"] = para["kept_solution"]
@@ -266,6 +267,9 @@ def dataset_stats(method: str, rows: list[dict]) -> dict:
         "paraphrases": len(judged_para),
         "paraphrase_pass_rate": round(sum(r["paraphrase_correct"] for r in judged_para) / len(judged_para), 4) if judged_para else None,
         "paraphrase_leaks": sum(1 for r in judged_para if r["paraphrase_leak"]),
+        # Cut at the token limit with no answer stated before the cut (judge.accept_truncated).
+        "refused_truncated": {"prediction": sum(1 for r in judged_pred if r.get("prediction_how") == "truncated"),
+                              "paraphrase": sum(1 for r in judged_para if r.get("paraphrase_how") == "truncated")},
         # judge.keep_solution: right final answer, but the gold's solution dropped.
         "paraphrase_dropped_solution": sum(1 for r in judged_para if r.get("paraphrase_kept_solution") is False),
     }
