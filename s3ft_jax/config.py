@@ -60,6 +60,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.task.limit = 0  # use the first N training examples (0: all)
     c.task.split = "test"
     c.task.index = 0  # which example the `answer` command shows
+    c.task.allow_overlap = False  # let test rows repeat training rows (same id or prompt); `run` refuses that otherwise
     # Prompt templates (str.format over the example's fields); empty = the task's default.
     c.task.prompts = ml_collections.ConfigDict()
     c.task.prompts.prediction = ""
@@ -242,7 +243,8 @@ def task_settings(config: ml_collections.ConfigDict) -> TaskSettings:
     custom = CustomTaskSettings(**{k: (tuple(v) if k == "stop" else v) for k, v in t.custom.to_dict().items()})
     return TaskSettings(name=t.name, source=t.source, train_split=t.train_split, test_split=t.test_split,
                         limit=t.limit, split=t.split, index=t.index, prompts=TaskPrompts(**t.prompts.to_dict()),
-                        custom=custom, data_dir=config.data.data_dir, stop=tuple(config.sampling.stop))
+                        custom=custom, data_dir=config.data.data_dir, stop=tuple(config.sampling.stop),
+                        allow_overlap=t.allow_overlap)
 
 
 def judge_settings(config: ml_collections.ConfigDict) -> JudgeSettings:

@@ -70,6 +70,8 @@ class Task:
     # For the code judge: the program inside a response (e.g. between [BEGIN] and [DONE]).
     extract_program: Callable[[str], str] | None = None
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    # The files (or hf:/tfds: names) each split reads, as configured: what a message names.
+    files: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
     def render(self, template: str, example: Example, **extra: str) -> str:
         try:

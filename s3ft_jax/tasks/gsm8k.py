@@ -12,7 +12,7 @@ from pathlib import Path
 
 from s3ft_jax.errors import S3FTError
 from s3ft_jax.tasks.base import Example, Task, TaskPrompts, check_split
-from s3ft_jax.tasks.data import load_table
+from s3ft_jax.tasks.data import load_rows, load_table, require
 from s3ft_jax.tasks.numbers import format_number, parse_number
 
 SPLITS = ("train", "test")
@@ -25,9 +25,13 @@ PREDICTION_PROMPT = (
 )
 
 
+def split_file(split: str, source: str = "") -> str:
+    return source or f"gsm8k/{split}.jsonl"
+
+
 def load_split(data_dir: Path, split: str, source: str = "") -> list[dict]:
     check_split("gsm8k", split, SPLITS)
-    return load_table(source or f"gsm8k/{split}.jsonl", data_dir=data_dir, split=split)
+    return load_table(split_file(split, source), data_dir=data_dir, split=split)
 
 
 _ANNOTATION_RE = re.compile(r"<<.*?>>", re.DOTALL)
@@ -64,10 +68,16 @@ def normalize_gold_solution(raw: str) -> str:
 
 
 def examples(data_dir: Path, split: str, source: str = "") -> list[Example]:
-    return [
-        Example(f"gsm8k-{split}-{i}", {"question": row["question"]}, normalize_gold_solution(row["answer"]), gold_answer(row["answer"]))
-        for i, row in enumerate(load_split(data_dir, split, source))
-    ]
+    check_split("gsm8k", split, SPLITS)
+    out = []
+    for i, (where, row) in enumerate(load_rows(split_file(split, source), data_dir=data_dir, split=split)):
+        require(row, where, "question", "answer")
+        try:
+            gold, answer = normalize_gold_solution(row["answer"]), gold_answer(row["answer"])
+        except S3FTError as e:
+            raise S3FTError(f"{where}: {e}") from None
+        out.append(Example(f"gsm8k-{split}-{i}", {"question": row["question"]}, gold, answer))
+    return out
 
 
 def task(source: str = "") -> Task:
@@ -78,4 +88,5 @@ def task(source: str = "") -> Task:
         load=lambda data_dir, split: examples(data_dir, split, source),
         splits=SPLITS,
         max_new_tokens=256,
+        files={split: (split_file(split, source),) for split in SPLITS},
     )
