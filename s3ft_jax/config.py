@@ -104,6 +104,10 @@ def base_config() -> ml_collections.ConfigDict:
     # `s3ft run`: build, train and evaluate each method on the same data and settings.
     c.run = ml_collections.ConfigDict()
     c.run.methods = ("base", "sft", "sdft", "s3ft")
+    # Training seeds: each trained method is trained and evaluated once per seed, on the same D'
+    # (<workdir>/<method>/seed<k>); the report gives means with a between-seed interval.
+    # () trains once per method with `seed`, in <workdir>/<method>.
+    c.run.seeds = ()
 
     # Evaluation: in-domain (task.test_split, greedy, judged) and generalization benchmarks.
     c.eval = ml_collections.ConfigDict()
@@ -297,7 +301,8 @@ def run_settings(config: ml_collections.ConfigDict) -> RunSettings:
     task = get_task(task_settings(config))
     return RunSettings(workdir=config.workdir, methods=tuple(config.run.methods), model=model_settings(config),
                        build=build_settings(config, task), train=train_settings(config), lora=lora_settings(config),
-                       eval=eval_settings(config), logprobs_batch_size=config.logprobs.batch_size)
+                       eval=eval_settings(config), logprobs_batch_size=config.logprobs.batch_size,
+                       seeds=tuple(config.run.seeds))
 
 
 def key_comments() -> dict[str, str]:
