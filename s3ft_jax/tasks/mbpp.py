@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from s3ft_jax.tasks.base import Example, Task, TaskPrompts, check_split
+from s3ft_jax.tasks.base import SDFT_DISTILL_REFER, Example, Task, TaskPrompts, check_split
 from s3ft_jax.tasks.data import load_table
 
 SPLITS = {"prompt": (1, 10), "test": (11, 510), "validation": (511, 600), "train": (601, 974)}
@@ -64,7 +64,8 @@ def task(source: str = "") -> Task:
     return Task(
         name="mbpp",
         judge="code",
-        prompts=TaskPrompts(PREDICTION_PROMPT).resolved(),
+        # SDFT distilled its code data (Magicoder) with `alpaca_distill_refer`.
+        prompts=TaskPrompts(PREDICTION_PROMPT, distill=SDFT_DISTILL_REFER).resolved(),
         load=lambda data_dir, split: examples(data_dir, split, source),
         splits=tuple(SPLITS),
         max_new_tokens=512,
