@@ -67,6 +67,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.task.prompts.paraphrase = ""  # also gets {reference}, the gold answer
     c.task.prompts.training = ""
     c.task.prompts.judge = ""  # llm judge: {question} {golds} {response} and the example's fields
+    c.task.prompts.distill = ""  # sdft: SDFT's distillation prompt; gets {reference} and {instruction}
+    c.task.prompts.distill_prefix = ""  # sdft: the answer's start, continued by the model (GSM8K's "Great! ...")
     # task.name=custom: your own JSONL/CSV (or hf:/tfds:) with a prompt and an answer field.
     c.task.custom = ml_collections.ConfigDict()
     c.task.custom.train = ""
@@ -100,6 +102,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.build = ml_collections.ConfigDict()
     c.build.method = "s3ft"  # s3ft | sdft | sft
     c.build.output = ""  # directory for dataset.jsonl + stats.json (default: workdir)
+    # sdft: Yang et al.'s distillation template and keep rule (sdft), or S3FT's paraphrase prompt (s3ft)
+    c.build.sdft_template = "sdft"
+    c.build.leak_filter_s3ft = False  # reject S3FT paraphrases that leak meta-text (the paper has no such filter)
 
     # `s3ft run`: build, train and evaluate each method on the same data and settings.
     c.run = ml_collections.ConfigDict()
@@ -275,7 +280,8 @@ def sampling_options(config: ml_collections.ConfigDict, task=None, *, max_new_to
 
 def build_settings(config: ml_collections.ConfigDict, task) -> BuildSettings:
     return BuildSettings(task=task_settings(config), judge=judge_settings(config), sampling=sampling_options(config, task),
-                         method=config.build.method, output=config.build.output)
+                         method=config.build.method, output=config.build.output,
+                         sdft_template=config.build.sdft_template, leak_filter_s3ft=config.build.leak_filter_s3ft)
 
 
 def train_settings(config: ml_collections.ConfigDict) -> TrainSettings:

@@ -64,7 +64,6 @@ def run_pipeline(settings: RunSettings, *, progress: bool = True) -> Path:
 
     builder = Builder(settings.build, task, workdir / "build", model=base, model_id=base_id, judge_model=judge_model,
                       progress=progress)
-    # sdft paraphrases every example: build it before s3ft, whose failures are then all done.
     for method in sorted((m for m in methods if m in TRAINED), key=TRAINED.index):
         with timings.timed(f"build {method}"):
             build(method, workdir / method, builder)

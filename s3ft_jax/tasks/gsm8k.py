@@ -24,6 +24,17 @@ PREDICTION_PROMPT = (
     "Question: {question}"
 )
 
+# SDFT's GSM8K distillation template, `gsm8k_distill` in sail-sg/sdft main.py (the same words in
+# src/llmtuner/data/template.py of its `reproduce` branch): its system text, then
+# "{{content}}\n\n{{resp}}" (the question, then the gold), and the answer begun for the model
+# with "Great! Let's think step by step. ", which the model continues.
+DISTILL_PROMPT = (
+    "You are an expert in math. Below are a math question and its reference answer. "
+    "Refer to the reference answer and write a response that appropriately answers the question.\n\n"
+    "{question}\n\n{reference}"
+)
+DISTILL_PREFIX = "Great! Let's think step by step. "
+
 
 def split_file(split: str, source: str = "") -> str:
     return source or f"gsm8k/{split}.jsonl"
@@ -84,7 +95,7 @@ def task(source: str = "") -> Task:
     return Task(
         name="gsm8k",
         judge="numeric",
-        prompts=TaskPrompts(PREDICTION_PROMPT).resolved(),
+        prompts=TaskPrompts(PREDICTION_PROMPT, distill=DISTILL_PROMPT, distill_prefix=DISTILL_PREFIX).resolved(),
         load=lambda data_dir, split: examples(data_dir, split, source),
         splits=SPLITS,
         max_new_tokens=256,

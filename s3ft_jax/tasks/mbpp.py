@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 from s3ft_jax.errors import S3FTError
-from s3ft_jax.tasks.base import Example, Task, TaskPrompts, check_split
+from s3ft_jax.tasks.base import SDFT_DISTILL_REFER, Example, Task, TaskPrompts, check_split
 from s3ft_jax.tasks.data import check_unique_ids, load_rows, require
 
 FILE = "mbpp/mbpp.jsonl"
@@ -74,7 +74,8 @@ def task(source: str = "") -> Task:
     return Task(
         name="mbpp",
         judge="code",
-        prompts=TaskPrompts(PREDICTION_PROMPT).resolved(),
+        # SDFT distilled its code data (Magicoder) with `alpaca_distill_refer`.
+        prompts=TaskPrompts(PREDICTION_PROMPT, distill=SDFT_DISTILL_REFER).resolved(),
         load=lambda data_dir, split: examples(data_dir, split, source),
         splits=tuple(SPLITS),
         max_new_tokens=512,

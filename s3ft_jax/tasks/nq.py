@@ -48,6 +48,7 @@ def task(source: str = "") -> Task:
     return Task(
         name="nq",
         judge="llm",
+        # sdft: SDFT_DISTILL_USING, SDFT's template for general instruction data (Dolly has open QA).
         prompts=TaskPrompts(PREDICTION_PROMPT, judge=JUDGE_PROMPT).resolved(),
         load=lambda data_dir, split: examples(data_dir, split, source),
         splits=tuple(FILES),
