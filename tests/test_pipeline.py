@@ -44,6 +44,9 @@ def test_run_all_methods_then_rerun_is_a_no_op(embedded_home, tmp_path, capsys):
         assert all(v["mean_tokens"] > 0 and v["mean_per_token"] < 0 for v in targets.values() if v["count"])
     report = (workdir / "report.md").read_text()
     assert "Drift from base" in report and " ± " in report and "within noise" in report
+    # The run records eval.headline (the paper's set) for `s3ft report`; it evaluated none of it.
+    assert json.loads((workdir / "headline.json").read_text()) == {"headline": ["mmlu:acc", "truthfulqa:acc", "hellaswag:acc", "winogrande:acc"]}
+    assert "Drop from base, extended: average over arc_easy (acc), boolq (acc)" in report and "there is no headline average" in report
     for image in ("accuracy.png", "generalization_drop.png", "loss.png", "logprobs.png", "drift.png"):
         assert (workdir / image).stat().st_size > 1000 and image in report
     assert "<table>" in (workdir / "report.html").read_text()
