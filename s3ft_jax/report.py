@@ -49,26 +49,40 @@ def collect(workdir: Path, methods: list[str], headline: tuple[str, ...] | None 
     data = {"methods": methods, "mix": {}, "indomain": {}, "generalization": {}, "loss": {}, "drift": {}, "questions": {},
             "timings": _read(workdir / "timings.json") or {}}
     evaluated: list[str] = []
+    data["seeds"] = {}  # method -> its training units' names, for runs with run.seeds
+    units = []
     for m in methods:
         if (stats := _read(workdir / m / "stats.json")) is not None:
             data["mix"][m] = stats
-        if (ind := _read(workdir / m / "eval" / "indomain.json")) is not None:
-            data["indomain"][m] = ind
-        gen = _read(workdir / m / "eval" / "generalization.json")
-        data["questions"][m] = _per_question(workdir / m / "eval", gen or {}, (ind or {}).get("examples"))
-        if gen is not None:
-            evaluated += gen
-            data["generalization"][m] = _with_groups(gen, data["questions"][m])
-        if (drift := _read(workdir / m / "eval" / "drift.json")) is not None:
-            data["drift"][m] = drift
-        metrics = workdir / m / "train" / "metrics.jsonl"
-        if metrics.is_file():
-            rows = _jsonl(metrics)
-            data["loss"][m] = [(r["step"], r["loss"]) for r in rows if "loss" in r and "step" in r]
+        for name, unit in _units(workdir, m):
+            units.append(name)
+            if name != m:
+                data["seeds"].setdefault(m, []).append(name)
+            if (ind := _read(unit / "eval" / "indomain.json")) is not None:
+                data["indomain"][name] = ind
+            gen = _read(unit / "eval" / "generalization.json")
+            data["questions"][name] = _per_question(unit / "eval", gen or {}, (ind or {}).get("examples"))
+            if gen is not None:
+                evaluated += gen
+                data["generalization"][name] = _with_groups(gen, data["questions"][name])
+            if (drift := _read(unit / "eval" / "drift.json")) is not None:
+                data["drift"][name] = drift
+            metrics = unit / "train" / "metrics.jsonl"
+            if metrics.is_file():
+                rows = _jsonl(metrics)
+                data["loss"][name] = [(r["step"], r["loss"]) for r in rows if "loss" in r and "step" in r]
+    data["methods"] = units  # with run.seeds, each seed's training is a row of its own
     logprobs = _read(workdir / "logprobs.json")
     data["logprobs"] = logprobs and logprobs.get("sources")
     data["sets"] = split(evaluated, headline or recorded_headline(workdir))
     return data
+
+
+def _units(workdir: Path, method: str) -> list[tuple[str, Path]]:
+    """A method's trainings as (row name, directory): <method>/seed<k> for each seed a run with
+    run.seeds trained ("sft seed 1"), else the method's own directory."""
+    seeds = sorted((int(p.name[4:]), p) for p in (workdir / method).glob("seed*") if p.name[4:].isdigit() and p.is_dir())
+    return [(f"{method} seed {k}", p) for k, p in seeds] or [(method, workdir / method)]
 
 
 def recorded_headline(workdir: Path) -> tuple[str, ...]:
@@ -342,6 +356,7 @@ def tables(data: dict) -> dict[str, list[list[str]]]:
             rows.append([f"{m} - sft", _interval(c["indomain"]), _average_cell(c["headline_drop"]), _average_cell(c["extended_drop"]),
                          _interval(c["drift_responses"], "+.3g", "+.2g"), _interval(c["drift_benchmarks"], "+.3g", "+.2g")])
         out[comparison_title(data["sets"])] = rows
+    out |= _seed_tables(data)
     if data.get("logprobs"):
         rows = [["target", "examples", "mean log p", "median", "mean per token", "mean tokens"]]
         for k in SOURCES:
@@ -355,6 +370,80 @@ def tables(data: dict) -> dict[str, list[list[str]]]:
         rows = [["stage", "seconds"]] + [[k, f"{v:.1f}"] for k, v in data["timings"].items()]
         rows.append(["total", f"{sum(data['timings'].values()):.1f}"])
         out["Wall time per stage"] = rows
+    return out
+
+
+OVER_SEEDS = "Over training seeds: mean [between-seed 95% interval, t]"
+AGAINST_SFT_SEEDS = "Against sft over training seeds: difference of the seed means [Welch 95% interval]"
+SEED_COLUMNS = ["in-domain accuracy (points)", "headline average drop (points)", "extended average drop (points)",
+                "drift on base's responses", "drift on benchmark texts"]
+
+
+def unit_summary(data: dict, name: str) -> dict[str, float | None]:
+    """One training's numbers for the over-seeds tables (evaluation/seeds.py METRICS)."""
+    sets = data["sets"]
+    out: dict[str, float | None] = {"indomain": None}
+    if (ind := data["indomain"].get(name)) is not None:
+        out["indomain"] = 100 * ind["accuracy"]
+    for key, entries, total in (("headline_drop", sets.headline, len(sets.headline) + len(sets.missing)),
+                                ("extended_drop", sets.extended, len(sets.extended))):
+        avg = _average([d for e in entries if (d := _drop(data, name, e)) is not None], total)
+        out[key] = None if avg is None else avg["diff"]
+    drift = data["drift"].get(name) or {}
+    out["drift_responses"] = (drift.get("responses") or {}).get("kl")
+    out["drift_benchmarks"] = (drift.get("benchmarks_all") or {}).get("kl")
+    return out
+
+
+def _seed_cell(d: dict | None, key: str, value: str) -> str:
+    if d is None:
+        return "-"
+    center = d[key]
+    text = format(center, value)
+    return text if d["low"] is None else f"{text} [{format(d['low'], value)}, {format(d['high'], value)}]"
+
+
+def _seed_tables(data: dict) -> dict[str, list[list[str]]]:
+    """With run.seeds: per method the mean over its seeds with the between-seed interval, and
+    each method against sft on those means."""
+    from s3ft_jax.evaluation.seeds import METRICS, against, over_seeds
+
+    if not data["seeds"]:
+        return {}
+    units = {m: [unit_summary(data, n) for n in names] for m, names in data["seeds"].items()}
+    formats = {"indomain": ".1f", "headline_drop": "+.1f", "extended_drop": "+.1f", "drift_responses": ".3g", "drift_benchmarks": ".3g"}
+    rows = [["method", "seeds", *SEED_COLUMNS]]
+    for m, summary in over_seeds(units).items():
+        done = sum(u["indomain"] is not None for u in units[m])  # a seed still training has no numbers yet
+        rows.append([m, str(done) if done == len(units[m]) else f"{done} of {len(units[m])}",
+                     *(_seed_cell(summary[k], "mean", formats[k]) for k in METRICS)])
+    out = {OVER_SEEDS: rows}
+    if compared := against(units, "sft"):
+        rows = [["method", *SEED_COLUMNS]]
+        for m, c in compared.items():
+            rows.append([f"{m} - sft", *(_seed_cell(c[k], "diff", "+" + formats[k].lstrip("+")) for k in METRICS)])
+        out[AGAINST_SFT_SEEDS] = rows
+    return out
+
+
+def _seed_notes(data: dict) -> dict[str, list[str]]:
+    from s3ft_jax.evaluation.seeds import against
+
+    if not data["seeds"]:
+        return {}
+    units = {m: [unit_summary(data, n) for n in names] for m, names in data["seeds"].items()}
+    out = {OVER_SEEDS: ["Each seed trains the method again on the same D' (run.seeds); the interval is Student's t over "
+                        "the seeds, so it covers what another training run would change, which the per-question "
+                        "intervals of the tables above (one row per seed) leave out. Drift in nats per token."]}
+    lines = []
+    for m, c in against(units, "sft").items():
+        beyond = [k for k, d in c.items() if d is not None and d["low"] is not None and not within_noise(d["low"], d["high"])]
+        named = dict(zip(("indomain", "headline_drop", "extended_drop", "drift_responses", "drift_benchmarks"), SEED_COLUMNS))
+        lines.append(f"{m} against sft over seeds: " + (", ".join(f"{named[k]} {c[k]['diff']:+.3g}" for k in beyond)
+                                                       + " beyond the seed spread" if beyond else
+                                                       "no difference beyond the seed spread") + ".")
+    if lines:
+        out[AGAINST_SFT_SEEDS] = lines
     return out
 
 
@@ -451,7 +540,7 @@ def notes(data: dict) -> dict[str, list[str]]:
             "would say. 0 means unchanged; the paper's claim is that s3ft stays closer to base than sft."]
     if lines := _compare_notes(comparisons(data), "sft"):
         out[comparison_title(data["sets"])] = lines
-    return out
+    return out | _seed_notes(data)
 
 
 def _fmt(x) -> str:

@@ -145,3 +145,41 @@ def test_between_seed_intervals_use_student_t():
     assert seed_difference([1.0], [2.0, 3.0])["low"] is None
     same = seed_difference([1.0, 1.0], [1.0, 1.0])
     assert same["low"] == same["high"] == 0.0
+
+
+def test_report_with_seeds_gives_means_over_seeds_and_welch_against_sft(tmp_path):
+    """run.seeds: each seed a row with its per-question intervals, then the means over seeds
+    with Student's t interval, and each method against sft on those means (Welch)."""
+    from s3ft_jax.evaluation.seeds import against, over_seeds
+    from s3ft_jax.report import AGAINST_SFT_SEEDS, OVER_SEEDS, collect, tables
+
+    accuracy = {"base": [0.5], "sft": [0.25, 0.5, 0.75], "s3ft": [0.5, 0.75, 1.0]}
+    drift = {"sft": [0.03, 0.02, 0.04], "s3ft": [0.01, 0.02, 0.03]}
+    for method, values in accuracy.items():
+        for k, acc in enumerate(values):
+            unit = tmp_path / method if method == "base" else tmp_path / method / f"seed{k}"
+            _write(unit / "eval" / "indomain.json", {"task": "gsm8k", "examples": 4, "accuracy": acc})
+            if method != "base":
+                _write(unit / "eval" / "drift.json", {"responses": {"kl": drift[method][k], "stderr": 0.001}})
+    (tmp_path / "sft" / "seed7").mkdir()  # a seed folder with nothing in it yet is a row without numbers
+    data = collect(tmp_path, ["base", "sft", "s3ft"])
+    assert data["methods"] == ["base", "sft seed 0", "sft seed 1", "sft seed 2", "sft seed 7", "s3ft seed 0", "s3ft seed 1", "s3ft seed 2"]
+    named = tables(data)
+    assert [r[0] for r in named["In-domain accuracy (%)"][1:]] == ["base", "sft seed 0", "sft seed 1", "sft seed 2", "s3ft seed 0", "s3ft seed 1", "s3ft seed 2"]
+    over = {r[0]: r for r in named[OVER_SEEDS][1:]}
+    half = 4.3026527 * 25 / 3 ** 0.5  # sd 25 points over 3 seeds
+    assert over["sft"][1] == "3 of 4" and over["s3ft"][1] == "3" and over["sft"][2] == f"50.0 [{50 - half:.1f}, {50 + half:.1f}]"
+    assert over["s3ft"][2] == f"75.0 [{75 - half:.1f}, {75 + half:.1f}]"
+    assert over["s3ft"][5].startswith("0.02 [")
+    against_rows = {r[0]: r for r in named[AGAINST_SFT_SEEDS][1:]}
+    diff = against({"sft": [{"indomain": v} for v in (25.0, 50.0, 75.0)], "s3ft": [{"indomain": v} for v in (50.0, 75.0, 100.0)]}, "sft")
+    assert diff["s3ft"]["indomain"]["diff"] == 25.0
+    # equal variances and sizes: Welch's df is 4, t(4) = 2.776
+    assert diff["s3ft"]["indomain"]["high"] - 25.0 == pytest.approx(2.7764451 * (2 * 25**2 / 3) ** 0.5)
+    assert against_rows["s3ft - sft"][1].startswith("+25.0 [")
+    assert over_seeds({"x": [{"indomain": 1.0}]})["x"]["indomain"]["low"] is None
+    # Without seeds nothing changes: no over-seeds tables.
+    plain = tmp_path / "plain"
+    _write(plain / "base" / "eval" / "indomain.json", {"task": "gsm8k", "examples": 4, "accuracy": 0.5})
+    _write(plain / "sft" / "eval" / "indomain.json", {"task": "gsm8k", "examples": 4, "accuracy": 0.75})
+    assert OVER_SEEDS not in tables(collect(plain, ["base", "sft"]))
