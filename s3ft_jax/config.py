@@ -202,7 +202,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         raise ConfigError(f"sampling.max_new_tokens must be positive (or 0 for the task default), got {config.sampling.max_new_tokens}")
     run_settings(config)
     # lora.* is checked even when lora.enabled is False: a bad value waiting to be switched on is still bad.
-    _lora_section(config)
+    config.lora.targets = _lora_section(config).targets  # "q_proj,v_proj" -> ("q_proj", "v_proj")
     if config.export.dtype not in ("", "float32", "bfloat16", "float16"):
         raise ConfigError(f"export.dtype must be float32, bfloat16 or float16, got {config.export.dtype!r}")
     if config.plan.prompt_length <= 0 or config.plan.score_length < 0 or config.plan.hbm_gib < 0:
