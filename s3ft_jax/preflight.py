@@ -54,6 +54,7 @@ def check_model_setup(command: str, config) -> None:
     check_judge(command, config)
     check_mesh(command, config)
     check_context(command, config)
+    check_chat_template(command, config)
 
 
 def _written_dirs(command: str, config) -> list[Path]:
@@ -241,6 +242,42 @@ def check_context(command: str, config) -> None:
             f"the longest prompt ({counted} tokens{how}) plus sampling.max_new_tokens {max_new} exceeds "
             f"{config.model.name}'s context of {info.context} tokens (max_position_embeddings): lower "
             f"sampling.max_new_tokens or shorten the prompts")
+
+
+# Commands whose prompts go through the chat template (generate: only rows given as messages).
+_CHAT_COMMANDS = ("run", "build", "answer", "train", "logprobs")
+
+
+def check_chat_template(command: str, config) -> None:
+    """model.chat_template names a template or a Jinja file that parses; without it, a model
+    whose tokenizer has no template (a base model) cannot render the prompts: said here."""
+    from s3ft_jax.models.chat_templates import SETTING_HINT, chat_template_text
+
+    if config.model.chat_template:
+        chat_template_text(config.model.chat_template)
+        return
+    if command not in _CHAT_COMMANDS and not (command == "generate" and _has_messages(config.generate.input)):
+        return
+    from s3ft_jax.models.metadata import checkpoint_info
+
+    if checkpoint_info(str(config.model.name)).has_chat_template is False:
+        raise ConfigError(f"{config.model.name} has no chat template (a base model?): {SETTING_HINT}")
+
+
+def _has_messages(path: str) -> bool:
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    if isinstance(json.loads(line).get("messages"), list):
+                        return True
+                except (ValueError, AttributeError):
+                    continue
+    except OSError:
+        pass
+    return False
 
 
 def _max_new_tokens(command: str, config) -> int:

@@ -8,5 +8,6 @@ from collections.abc import Mapping, Sequence
 def render_chat(tokenizer, messages: Sequence[Mapping[str, str]], *, add_generation_prompt: bool = True) -> str:
     """The prompt text the model expects: system/user/assistant turns plus the cue to answer."""
     if not getattr(tokenizer, "chat_template", None):
-        raise ValueError("this tokenizer has no chat template; pass rendered prompt strings instead")
+        raise ValueError("this tokenizer has no chat template (a base model?): set --config.model.chat_template "
+                         "to plain, chatml or a .jinja file, or pass rendered prompt strings")
     return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=add_generation_prompt)

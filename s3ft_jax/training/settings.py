@@ -31,6 +31,7 @@ class TrainSettings:
     model_name: str  # an embedded model name, a local HF directory or a hub id (model.name)
     dtype: str = "float32"  # compute dtype (model.dtype); trained weights are float32 master copies
     param_dtype: str | None = None  # storage dtype of frozen (LoRA base) weights; None: float32
+    chat_template: str = ""  # model.chat_template: renders the training prompts
     seed: int = 0
     dataset: str = dataclasses.field(default="", metadata=NOT_IN_FINGERPRINT)  # empty: <workdir>/dataset.jsonl
     learning_rate: float = 1e-4
@@ -155,6 +156,8 @@ def settings_fingerprint(settings: TrainSettings, lora: LoraSettings | None) -> 
     each TrainSettings field not marked NOT_IN_FINGERPRINT. One definition, read by `run_id`
     and by the pipeline's identity of a trained model."""
     fields = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings) if f.metadata.get("fingerprint", True)}
+    if not settings.chat_template:  # unset: left out, so runs from before the setting keep their id
+        del fields["chat_template"]
     return {"train": fields, "lora": dataclasses.asdict(lora) if lora is not None else None}
 
 
