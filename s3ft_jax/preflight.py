@@ -314,7 +314,8 @@ def _longest_prompts(command: str, config, keep: int = 8) -> list[str]:
         prompts += [task.prediction_prompt(e) for e in train]
         prompts += [task.paraphrase_prompt(e) for e in train]
     if command == "run":
-        prompts += [task.prediction_prompt(e) for e in load_examples(settings, task, settings.test_split)]
+        test = load_examples(settings, task, settings.test_split)[: config.eval.limit or None]
+        prompts += [task.prediction_prompt(e) for e in test]
     return _longest(prompts, keep)
 
 

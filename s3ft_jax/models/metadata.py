@@ -32,7 +32,10 @@ def checkpoint_info(name: str) -> CheckpointInfo:
     if path.is_dir():
         return _read(path.joinpath)
     if name.count("/") == 1 and not name.startswith((".", "/", "~")):
-        return _read(lambda file: _hub_cached(name, file))
+        info = _read(lambda file: _hub_cached(name, file))
+        # The cache may hold some files of a repo and not others (its chat_template.jinja):
+        # "no template" is never concluded from it.
+        return dataclasses.replace(info, has_chat_template=info.has_chat_template or None)
     return CheckpointInfo()
 
 
