@@ -91,7 +91,7 @@ def command_help(command: str, argv: list[str]) -> str:
     config = parse_config(argv)
     sections = sections or tuple(config.keys())
     source = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), "the base config")
-    return (f"usage: s3ft {command} [--config=FILE[:ARG]] [--config.KEY=VALUE ...]\n\n{summary}\n\n"
+    return (f"usage: s3ft {command} [--config=FILE[:ARG]] [--config.KEY=VALUE ...] [--dry-run]\n\n{summary}\n\n"
             f"config keys it reads (values from {source}; override any as --config.KEY=VALUE):\n"
             f"{describe(config, sections)}\n\nexample:\n  {example}\n")
 
@@ -231,6 +231,7 @@ def _main(argv: list[str]) -> int:
         preflight.check(command, config)  # a file missing on one host: that host says so
         if dry_run:
             print(f"s3ft {command}: checks passed ({preflight.summary(command, config)}); --dry-run: nothing run, nothing written")
+            distributed.finish()
             return 0
         COMMANDS[command](config)
         distributed.finish()
