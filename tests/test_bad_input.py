@@ -247,3 +247,25 @@ def test_the_chat_template_enters_the_run_and_stage_fingerprints_only_when_set(b
     plain, chatml = (model_identity(dataclasses.replace(model, chat_template=t)) for t in ("plain", "chatml"))
     assert plain["chat_template"] != chatml["chat_template"] and plain["digest"] == model_identity(model)["digest"]
     assert model.named("judge").chat_template == "" and dataclasses.replace(model, chat_template="plain").named("j").chat_template == ""
+
+
+def test_a_base_model_trains_and_exports_with_the_configured_template(tmp_path, capsys):
+    """The whole path on a tiny random base model: refused without a template, trained with
+    `plain` (the training prompts rendered through it), exported with it."""
+    from s3ft_jax.models import load_tokenizer
+    from s3ft_jax.sampling.chat import render_chat
+    from tests.tiny_models import write_base_tokenizer
+
+    model = tmp_path / "base"
+    make_tiny_model("llama3", model)
+    write_base_tokenizer(model)
+    (tmp_path / "rows.jsonl").write_text(json.dumps({"prompt": "what is 1 + 1 ?", "target": "2"}) + "\n")
+    args = ["train", f"--config.model.name={model}", f"--config.workdir={tmp_path / 'w'}", f"--config.train.dataset={tmp_path / 'rows.jsonl'}",
+            "--config.train.max_steps=1", "--config.train.batch_size=1", "--config.train.progress=False"]
+    assert cli.main(args) == 2 and "has no chat template" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
+    args.append("--config.model.chat_template=plain")
+    assert cli.main(args) == 0 and "1 steps" in capsys.readouterr().out
+    assert cli.main(["export", *args[1:], f"--config.export.output={tmp_path / 'hf'}"]) == 0
+    exported = load_tokenizer(tmp_path / "hf")  # no setting needed any more: the template is in the directory
+    assert render_chat(exported, [{"role": "user", "content": "what is 1 + 1 ?"}]) == "what is 1 + 1 ?\n\nAnswer:"
