@@ -13,7 +13,7 @@ import sys
 from s3ft_jax import commands, hostenv, preflight
 from s3ft_jax.errors import ConfigError, S3FTError
 
-USAGE = """usage: s3ft COMMAND [--config=FILE[:ARG]] [--config.KEY=VALUE ...]
+USAGE = """usage: s3ft COMMAND [--config=FILE[:ARG]] [--config.KEY=VALUE ...] [--dry-run]
 
 commands:
   run      the whole pipeline for run.methods (base, sft, sdft, s3ft) and a report
@@ -28,6 +28,8 @@ commands:
   plan     compile the programs for a TPU slice (--config.plan.topology=v5e-8): memory, fits, FLOPs
 
 `s3ft COMMAND --help` lists the config keys a command reads, with their defaults.
+`--dry-run` runs only the checks every command makes first (config, paths, data, model files,
+mesh, context length, chat template, sandbox) and exits 0 when they pass.
 
 examples:
   s3ft answer --config=configs/demo.py
@@ -89,7 +91,7 @@ def command_help(command: str, argv: list[str]) -> str:
     config = parse_config(argv)
     sections = sections or tuple(config.keys())
     source = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), "the base config")
-    return (f"usage: s3ft {command} [--config=FILE[:ARG]] [--config.KEY=VALUE ...]\n\n{summary}\n\n"
+    return (f"usage: s3ft {command} [--config=FILE[:ARG]] [--config.KEY=VALUE ...] [--dry-run]\n\n{summary}\n\n"
             f"config keys it reads (values from {source}; override any as --config.KEY=VALUE):\n"
             f"{describe(config, sections)}\n\nexample:\n  {example}\n")
 
@@ -106,8 +108,8 @@ def parse_config(argv: list[str]):
         if not arg.startswith("--config"):
             raise ConfigError(f"unexpected argument {arg!r}: use --config=FILE and --config.KEY=VALUE")
     config_file = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
-    if config_file is not None and not os.path.isfile(config_file.split(":")[0]):
-        raise ConfigError(f"config file {config_file.split(':')[0]!r} not found")
+    if config_file is not None:
+        check_config_file(config_file.split(":")[0])
     values = flags.FlagValues()
     try:
         if config_file is not None:
@@ -125,6 +127,28 @@ def parse_config(argv: list[str]):
     except OSError as e:
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
         raise ConfigError(f"cannot load config file: {lines[-1]}") from None
+
+
+def check_config_file(path: str) -> None:
+    """The config file exists, compiles and defines get_config: else one line, not the
+    traceback (or the "unknown config key 'config_config'") ml_collections would give."""
+    import ast
+
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file {path!r} not found")
+    try:
+        with open(path, "rb") as f:
+            tree = ast.parse(f.read(), filename=path)
+    except SyntaxError as e:
+        raise ConfigError(f"{path}:{e.lineno}: {e.msg} (config file)") from None
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot read config file {path}: {e}") from None
+    defined = {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    defined |= {t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets if isinstance(t, ast.Name)}
+    imports_all = any(isinstance(n, ast.ImportFrom) and any(a.name == "*" for a in n.names) for n in tree.body)
+    if "get_config" not in defined and not imports_all and not any(
+            isinstance(n, ast.ImportFrom) and any((a.asname or a.name) == "get_config" for a in n.names) for n in tree.body):
+        raise ConfigError(f"config file {path} defines no get_config() (it must return the config, e.g. from s3ft_jax.config.base_config())")
 
 
 def _unknown_key(argv: list[str], error: BaseException) -> str:
@@ -182,6 +206,8 @@ def _main(argv: list[str]) -> int:
             print(USAGE)
             return 0 if argv else 2
     command, rest = argv[0], argv[1:]
+    dry_run = "--dry-run" in rest  # only the checks: nothing loaded, nothing written
+    rest = [a for a in rest if a != "--dry-run"]
     if command not in COMMANDS:
         print(f"s3ft: error: unknown command {command!r} (commands: {', '.join(COMMANDS)})", file=sys.stderr)
         return 2
@@ -203,6 +229,10 @@ def _main(argv: list[str]) -> int:
         config = parse_config(rest)
         distributed.check_same("command and configuration", {"command": command, "config": config.to_dict()})
         preflight.check(command, config)  # a file missing on one host: that host says so
+        if dry_run:
+            print(f"s3ft {command}: checks passed ({preflight.summary(command, config)}); --dry-run: nothing run, nothing written")
+            distributed.finish()
+            return 0
         COMMANDS[command](config)
         distributed.finish()
     except S3FTError as e:

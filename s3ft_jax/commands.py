@@ -121,7 +121,7 @@ def train(config) -> None:
     from s3ft_jax.training import train
 
     result = train(train_settings(config), lora_settings(config), config.workdir, mesh=make_settings_mesh(model_settings(config)))
-    loss = "n/a" if result.final_loss is None else f"{result.final_loss:.4f}"
+    loss = "n/a" if result.final_loss is None else f"{result.final_loss:.4g}"
     saved = result.adapter_path or result.checkpoint_dir
     print(f"{result.method} fine-tuning: {result.steps} steps, final loss {loss}; metrics {result.metrics_path}; weights {saved}")
 

@@ -39,6 +39,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.name = "smollm2-135m-instruct"
     c.model.dtype = "float32"  # compute dtype: float32 | bfloat16 | float16
     c.model.param_dtype = config_dict.placeholder(str)  # storage dtype; defaults to dtype
+    # For a checkpoint without a chat template (base models): plain | chatml | a .jinja file.
+    c.model.chat_template = ""
 
     # Device mesh: data x fsdp x tensor; one size may be -1 ("all remaining devices").
     c.mesh = ml_collections.ConfigDict()
@@ -215,7 +217,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         raise ConfigError(f"sampling.max_new_tokens must be positive (or 0 for the task default), got {config.sampling.max_new_tokens}")
     run_settings(config)
     # lora.* is checked even when lora.enabled is False: a bad value waiting to be switched on is still bad.
-    _lora_section(config)
+    config.lora.targets = _lora_section(config).targets  # "q_proj,v_proj" -> ("q_proj", "v_proj")
     if config.export.dtype not in ("", "float32", "bfloat16", "float16"):
         raise ConfigError(f"export.dtype must be float32, bfloat16 or float16, got {config.export.dtype!r}")
     if config.plan.prompt_length <= 0 or config.plan.score_length < 0 or config.plan.hbm_gib < 0:
@@ -246,7 +248,7 @@ def override(config: ml_collections.ConfigDict, values: Mapping[str, Any]) -> ml
 
 def model_settings(config: ml_collections.ConfigDict) -> ModelSettings:
     m, mesh = config.model, config.mesh
-    return ModelSettings(name=str(m.name), dtype=m.dtype, param_dtype=m.param_dtype,
+    return ModelSettings(name=str(m.name), dtype=m.dtype, param_dtype=m.param_dtype, chat_template=m.chat_template,
                          mesh=MeshShape(data=mesh.data, fsdp=mesh.fsdp, tensor=mesh.tensor))
 
 
@@ -290,7 +292,7 @@ def build_settings(config: ml_collections.ConfigDict, task) -> BuildSettings:
 def train_settings(config: ml_collections.ConfigDict) -> TrainSettings:
     """`train.*` plus the model, its dtypes and the seed."""
     return TrainSettings(model_name=str(config.model.name), dtype=config.model.dtype, param_dtype=config.model.param_dtype,
-                         seed=config.seed, **config.train.to_dict())
+                         chat_template=config.model.chat_template, seed=config.seed, **config.train.to_dict())
 
 
 def lora_settings(config: ml_collections.ConfigDict) -> LoraSettings | None:

@@ -25,7 +25,13 @@ def model_identity(settings: ModelSettings) -> dict:
     on another slice)."""
     from s3ft_jax.models.loading import model_fingerprint
 
-    return {**model_fingerprint(settings.name), "dtype": settings.dtype, "param_dtype": settings.param_dtype}
+    identity = {**model_fingerprint(settings.name), "dtype": settings.dtype, "param_dtype": settings.param_dtype}
+    if settings.chat_template:  # it renders every prompt; absent when unset, so older runs keep their identity
+        from s3ft_jax.io import json_digest
+        from s3ft_jax.models.chat_templates import chat_template_text
+
+        identity["chat_template"] = json_digest(chat_template_text(settings.chat_template))
+    return identity
 
 
 def load_model_and_tokenizer(settings: ModelSettings):
@@ -33,7 +39,7 @@ def load_model_and_tokenizer(settings: ModelSettings):
     from s3ft_jax.models import from_pretrained, load_tokenizer
 
     model = from_pretrained(settings.name, dtype=settings.dtype, param_dtype=settings.param_dtype, mesh=make_settings_mesh(settings))
-    return model, load_tokenizer(settings.name)
+    return model, load_tokenizer(settings.name, chat_template=settings.chat_template)
 
 
 def load_trained_model(model: ModelSettings, train, lora, run_dir: str | Path):
@@ -43,7 +49,7 @@ def load_trained_model(model: ModelSettings, train, lora, run_dir: str | Path):
     from s3ft_jax.training import load_trained
 
     trained, _ = load_trained(train, lora, Path(run_dir), mesh=make_settings_mesh(model))
-    return trained, load_tokenizer(model.name)
+    return trained, load_tokenizer(model.name, chat_template=model.chat_template)
 
 
 class LazyModel:

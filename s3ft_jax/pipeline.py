@@ -225,7 +225,8 @@ def _train(settings: RunSettings, unit: TrainingUnit, trained_id: dict) -> None:
             log.warning("%s: training inputs changed; previous run moved to %s", unit.name, stale)
         distributed.sync("moved the old training run aside")
     result = train(unit.train, settings.lora, method_dir, dataset_path=unit.dataset, mesh=make_settings_mesh(settings.model))
-    log.info("trained %s: %d steps, final loss %s", unit.name, result.steps, result.final_loss)
+    loss = "n/a" if result.final_loss is None else f"{result.final_loss:.4g}"
+    log.info("trained %s: %d steps, final loss %s", unit.name, result.steps, loss)
     stage.complete(steps=result.steps, final_loss=result.final_loss)
 
 

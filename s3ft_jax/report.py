@@ -559,8 +559,12 @@ def text_table(rows: list[list[str]]) -> str:
 
 
 def plots(data: dict, workdir: Path) -> list[str]:
+    import logging
+
     import matplotlib
 
+    # Its first use on a machine logs "Matplotlib is building the font cache": no news to a user.
+    logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -26,8 +26,19 @@ def make_mesh(shape: Mapping[str, int] | Sequence[int] | None = None, devices=No
     `make_mesh()` puts every device on the fsdp axis, the usual choice for fine-tuning.
     """
     devices = list(jax.devices() if devices is None else devices)
-    if shape is None:
-        shape = {"fsdp": -1}
+    sizes = mesh_sizes({"fsdp": -1} if shape is None else shape, len(devices))
+    try:
+        from jax.experimental import mesh_utils
+
+        grid = mesh_utils.create_device_mesh(sizes, devices)
+    except Exception:  # CPU and odd device counts: no topology to respect
+        grid = np.asarray(devices, dtype=object).reshape(sizes)
+    return Mesh(grid, MESH_AXES)
+
+
+def mesh_sizes(shape: Mapping[str, int] | Sequence[int], n_devices: int) -> list[int]:
+    """The (data, fsdp, tensor) sizes of `shape` on `n_devices` devices, -1 resolved; a
+    ConfigError when they do not split the devices (the CLI's preflight calls this too)."""
     if isinstance(shape, Mapping):
         unknown = set(shape) - set(MESH_AXES)
         if unknown:
@@ -43,18 +54,12 @@ def make_mesh(shape: Mapping[str, int] | Sequence[int] | None = None, devices=No
         raise ConfigError(f"mesh sizes must be positive or -1, got {sizes}")
     known = math.prod(s for s in sizes if s != -1)
     if -1 in sizes:
-        if len(devices) % known:
-            raise ConfigError(f"{len(devices)} devices do not split into a mesh {sizes}")
-        sizes[sizes.index(-1)] = len(devices) // known
-    if math.prod(sizes) != len(devices):
-        raise ConfigError(f"mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices, have {len(devices)}")
-    try:
-        from jax.experimental import mesh_utils
-
-        grid = mesh_utils.create_device_mesh(sizes, devices)
-    except Exception:  # CPU and odd device counts: no topology to respect
-        grid = np.asarray(devices, dtype=object).reshape(sizes)
-    return Mesh(grid, MESH_AXES)
+        if n_devices % known:
+            raise ConfigError(f"{n_devices} devices do not split into a mesh {sizes} (mesh.data, mesh.fsdp, mesh.tensor)")
+        sizes[sizes.index(-1)] = n_devices // known
+    if math.prod(sizes) != n_devices:
+        raise ConfigError(f"mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices, have {n_devices}")
+    return sizes
 
 
 @dataclasses.dataclass(frozen=True)

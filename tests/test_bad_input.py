@@ -298,3 +298,104 @@ def test_generate_input_with_a_duplicate_id_is_refused_before_the_model(tmp_path
     _jsonl(tmp_path / "prompts.jsonl", [{"id": 1, "prompt": "a"}, {"id": 2, "messages": [{"role": "user", "content": "b"}]}])
     err = _refused(tmp_path, "generate", f"--config.generate.input={prompts}", f"--config.generate.output={output}", NO_MODEL)
     assert err.startswith("no model directory"), err
+
+
+# -- model.chat_template: base models (issue 30) -----------------------------------------------
+
+
+@pytest.fixture
+def base_model_dir(tmp_path):
+    """What the first-second checks and the tokenizer read of a base model: a config.json and a
+    tokenizer without a chat template."""
+    from tests.tiny_models import write_base_tokenizer
+
+    path = write_base_tokenizer(tmp_path / "base")
+    (path / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"], "max_position_embeddings": 512}))
+    return path
+
+
+def _answer_dry_run(capsys, tmp_path, model, *args):
+    rows = json.dumps({"id": "a", "prompt": "what is 1 + 1 ?", "answer": "2"}) + "\n"
+    (tmp_path / "test.jsonl").write_text(rows)
+    status = cli.main(["answer", f"--config.model.name={model}", "--config.task.name=custom",
+                       f"--config.task.custom.test={tmp_path / 'test.jsonl'}", "--dry-run", *args])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_a_base_model_without_chat_template_is_refused_up_front(capsys, tmp_path, base_model_dir):
+    status, _, err = _answer_dry_run(capsys, tmp_path, base_model_dir)
+    assert status == 2 and err.count("\n") == 1
+    assert f"{base_model_dir} has no chat template (a base model?): set --config.model.chat_template to plain, chatml or a .jinja file" in err
+    for name in ("plain", "chatml"):
+        status, out, _ = _answer_dry_run(capsys, tmp_path, base_model_dir, f"--config.model.chat_template={name}")
+        assert status == 0 and "checks passed" in out
+    assert _answer_dry_run(capsys, tmp_path, "smollm2-135m-instruct")[0] == 0  # an instruct model has its own
+
+
+def test_chat_template_setting_is_checked_in_the_first_second(capsys, tmp_path, base_model_dir):
+    status, _, err = _answer_dry_run(capsys, tmp_path, base_model_dir, "--config.model.chat_template=alpaca")
+    assert status == 2 and "model.chat_template 'alpaca' is neither a template name (plain, chatml) nor a file" in err
+    (tmp_path / "broken.jinja").write_text("{% for m in messages %}\n{{ m.content }\n")
+    status, _, err = _answer_dry_run(capsys, tmp_path, base_model_dir, f"--config.model.chat_template={tmp_path / 'broken.jinja'}")
+    assert status == 2 and err.count("\n") == 1 and f"{tmp_path / 'broken.jinja'}:2: unexpected '}}'" in err, err
+    (tmp_path / "mine.jinja").write_text("{% for m in messages %}Q: {{ m['content'] }}\n{% endfor %}A:")
+    status, out, _ = _answer_dry_run(capsys, tmp_path, base_model_dir, f"--config.model.chat_template={tmp_path / 'mine.jinja'}")
+    assert status == 0
+
+
+def test_the_chat_template_is_applied_to_the_tokenizer_on_load(tmp_path, base_model_dir):
+    from s3ft_jax.models import load_tokenizer
+    from s3ft_jax.sampling.chat import render_chat
+
+    user = [{"role": "user", "content": "what is 1 + 1 ?"}]
+    with pytest.raises(ValueError, match="no chat template .*model.chat_template"):
+        render_chat(load_tokenizer(base_model_dir), user)
+    plain = load_tokenizer(base_model_dir, chat_template="plain")
+    assert render_chat(plain, user) == "what is 1 + 1 ?\n\nAnswer:"
+    assert render_chat(plain, [*user, {"role": "assistant", "content": "2"}], add_generation_prompt=False) == "what is 1 + 1 ?\n\nAnswer: 2</s>\n\n"
+    chatml = load_tokenizer(base_model_dir, chat_template="chatml")
+    assert render_chat(chatml, user) == "<|im_start|>user\nwhat is 1 + 1 ?<|im_end|>\n<|im_start|>assistant\n"
+    (tmp_path / "mine.jinja").write_text("{% for m in messages %}Q: {{ m['content'] }}\n{% endfor %}A:")
+    assert render_chat(load_tokenizer(base_model_dir, chat_template=str(tmp_path / "mine.jinja")), user) == "Q: what is 1 + 1 ?\nA:"
+
+
+def test_the_chat_template_enters_the_run_and_stage_fingerprints_only_when_set(base_model_dir):
+    import dataclasses
+
+    from s3ft_jax.loader import model_identity
+    from s3ft_jax.models.settings import ModelSettings
+    from s3ft_jax.training.settings import LoraSettings, TrainSettings, run_id, settings_fingerprint
+
+    settings, lora = TrainSettings(model_name="m"), LoraSettings()
+    assert "chat_template" not in settings_fingerprint(settings, lora)["train"]  # runs from before the setting keep their id
+    rid = run_id(settings, lora, "sha", 10)
+    assert run_id(dataclasses.replace(settings, chat_template="plain"), lora, "sha", 10) != rid
+    assert run_id(dataclasses.replace(settings, chat_template="chatml"), lora, "sha", 10) not in (rid, run_id(dataclasses.replace(settings, chat_template="plain"), lora, "sha", 10))
+    model = ModelSettings(name=str(base_model_dir))
+    assert "chat_template" not in model_identity(model)
+    plain, chatml = (model_identity(dataclasses.replace(model, chat_template=t)) for t in ("plain", "chatml"))
+    assert plain["chat_template"] != chatml["chat_template"] and plain["digest"] == model_identity(model)["digest"]
+    assert model.named("judge").chat_template == "" and dataclasses.replace(model, chat_template="plain").named("j").chat_template == ""
+
+
+def test_a_base_model_trains_and_exports_with_the_configured_template(tmp_path, capsys):
+    """The whole path on a tiny random base model: refused without a template, trained with
+    `plain` (the training prompts rendered through it), exported with it."""
+    from s3ft_jax.models import load_tokenizer
+    from s3ft_jax.sampling.chat import render_chat
+    from tests.tiny_models import write_base_tokenizer
+
+    model = tmp_path / "base"
+    make_tiny_model("llama3", model)
+    write_base_tokenizer(model)
+    (tmp_path / "rows.jsonl").write_text(json.dumps({"prompt": "what is 1 + 1 ?", "target": "2"}) + "\n")
+    args = ["train", f"--config.model.name={model}", f"--config.workdir={tmp_path / 'w'}", f"--config.train.dataset={tmp_path / 'rows.jsonl'}",
+            "--config.train.max_steps=1", "--config.train.batch_size=1", "--config.train.progress=False"]
+    assert cli.main(args) == 2 and "has no chat template" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
+    args.append("--config.model.chat_template=plain")
+    assert cli.main(args) == 0 and "1 steps" in capsys.readouterr().out
+    assert cli.main(["export", *args[1:], f"--config.export.output={tmp_path / 'hf'}"]) == 0
+    exported = load_tokenizer(tmp_path / "hf")  # no setting needed any more: the template is in the directory
+    assert render_chat(exported, [{"role": "user", "content": "what is 1 + 1 ?"}]) == "what is 1 + 1 ?\n\nAnswer:"

@@ -168,3 +168,179 @@ def test_malformed_local_files_are_one_line_errors(tmp_path, name, text, message
     (tmp_path / name).write_text(text)
     with pytest.raises(S3FTError, match=message):
         load_table(str(tmp_path / name))
+
+
+# -- every check up front (issue 30): one line, exit 2, nothing written, no model loaded ------
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _cli(cwd, *args, env=None):
+    """`s3ft ARGS` as its own process in `cwd`; (status, stdout, stderr, seconds, modules) where
+    modules says whether the model code (hence any weight) was ever imported."""
+    import time
+
+    code = ("import sys; from s3ft_jax import cli; status = cli.main(sys.argv[1:]); "
+            "print('MODEL-CODE-LOADED' if 's3ft_jax.models.llama' in sys.modules else '', file=sys.stderr); sys.exit(status)")
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": REPO, **(env or {})})
+    lines = done.stderr.splitlines()
+    loaded = "MODEL-CODE-LOADED" in lines
+    err = "\n".join(line for line in lines if line and line != "MODEL-CODE-LOADED")
+    return done.returncode, done.stdout, err, time.perf_counter() - start, loaded
+
+
+def _refused(cwd, *args) -> str:
+    """Exit 2, one line on stderr, fast, no model code imported, nothing created in `cwd`."""
+    before = sorted(os.listdir(cwd))
+    status, out, err, seconds, loaded = _cli(cwd, *args)
+    assert status == 2, (out, err)
+    assert err.startswith("s3ft: error: ") and "\n" not in err, err
+    assert not loaded and seconds < 30, seconds  # a loaded machine is slow; a model load is slower
+    assert sorted(os.listdir(cwd)) == before
+    return err
+
+
+def _passes_dry_run(cwd, *args) -> str:
+    before = sorted(os.listdir(cwd))
+    status, out, err, _, loaded = _cli(cwd, *args, "--dry-run")
+    assert status == 0, err
+    assert out.count("\n") == 1 and "checks passed" in out and "nothing written" in out, out
+    assert not loaded
+    assert sorted(os.listdir(cwd)) == before
+    return out
+
+
+def _custom_task(tmp_path, prompt: str) -> list[str]:
+    rows = json.dumps({"id": "a", "prompt": prompt, "answer": "1"}) + "\n"
+    for split in ("train", "test"):
+        (tmp_path / f"{split}.jsonl").write_text(rows)
+    return ["--config.task.name=custom", f"--config.task.custom.train={tmp_path / 'train.jsonl'}",
+            f"--config.task.custom.test={tmp_path / 'test.jsonl'}"]
+
+
+def _model_dir(path, context: int, tokenizer: bool = False):
+    """Only what the checks read: config.json (and, if asked, a tokenizer.json that makes every
+    character a token, so its count differs from a count of words)."""
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"], "max_position_embeddings": context}))
+    if tokenizer:
+        from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+
+        t = Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]"))
+        t.pre_tokenizer = pre_tokenizers.Split(Regex("."), "isolated")
+        t.save(str(path / "tokenizer.json"))
+    return path
+
+
+def test_dry_run_passes_writes_nothing_and_loads_no_model(tmp_path):
+    data = shared_data_dir()
+    out = _passes_dry_run(tmp_path, "run", "--config=" + os.path.join(REPO, "configs/demo.py"),
+                          f"--config.workdir={tmp_path / 'run'}", f"--config.data.data_dir={data}")
+    assert out.startswith("s3ft run: checks passed (model smollm2-135m-instruct, task gsm8k")
+    (tmp_path / "rows.jsonl").write_text('{"prompt": "p", "target": "t"}\n')
+    _passes_dry_run(tmp_path, "train", f"--config.workdir={tmp_path / 'w'}", f"--config.train.dataset={tmp_path / 'rows.jsonl'}")
+    assert not (tmp_path / "run").exists() and not (tmp_path / "w").exists()
+
+
+def test_lora_targets_take_the_comma_form_and_refuse_unknown_names(capsys, tmp_path):
+    from s3ft_jax.training.settings import LoraSettings
+
+    assert LoraSettings(targets=("q_proj,v_proj",)).targets == ("q_proj", "v_proj")
+    assert LoraSettings(targets=("self_attn.*", "mlp.down_proj")).targets == ("self_attn.*", "mlp.down_proj")
+    assert cli.main(["config", "--config.lora.targets=q_proj, v_proj"]) == 0
+    assert "targets: !!python/tuple\n  - q_proj\n  - v_proj\n" in capsys.readouterr().out
+    (tmp_path / "rows.jsonl").write_text('{"prompt": "p", "target": "t"}\n')
+    err = _refused(tmp_path, "train", f"--config.workdir={tmp_path / 'w'}", "--config.lora.targets=q_proj,vv_proj")
+    assert "lora.targets: 'vv_proj' matches no projection (have q_proj, k_proj, v_proj" in err
+    assert "lora.targets has an empty name" in _refused(tmp_path, "config", "--config.lora.targets=q_proj,")
+
+
+def test_a_config_file_that_does_not_compile_or_has_no_get_config_is_one_line(tmp_path):
+    (tmp_path / "broken.py").write_text("from s3ft_jax.config import base_config\n\ndef get_config(:\n    return base_config()\n")
+    assert _refused(tmp_path, "config", "--config=broken.py") == "s3ft: error: broken.py:3: invalid syntax (config file)"
+    (tmp_path / "empty.py").write_text("X = 1\n")
+    assert "config file empty.py defines no get_config()" in _refused(tmp_path, "config", "--config=empty.py")
+    (tmp_path / "good.py").write_text("from s3ft_jax.config import base_config\n\ndef get_config():\n    return base_config()\n")
+    assert _cli(tmp_path, "config", "--config=good.py")[0] == 0
+
+
+def test_report_refuses_a_workdir_without_a_run(capsys, tmp_path):
+    assert cli.main(["report", f"--config.workdir={tmp_path / 'typo'}"]) == 2
+    assert f"no run directory {tmp_path / 'typo'} (workdir): nothing to report" in _error(capsys)
+    assert not (tmp_path / "typo").exists()
+    assert cli.main(["report", f"--config.workdir={tmp_path}"]) == 2
+    assert "holds no run files (build, timings.json, base, sft, sdft, s3ft)" in _error(capsys)
+    (tmp_path / "timings.json").write_text("{}")
+    assert cli.main(["report", f"--config.workdir={tmp_path}", "--dry-run"]) == 0
+    assert "s3ft report: checks passed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["run", "build", "train", "generate"])
+def test_a_url_workdir_is_refused_and_creates_no_local_folder(tmp_path, command):
+    err = _refused(tmp_path, command, "--config.workdir=gs://bucket/run", f"--config.data.data_dir={shared_data_dir()}",
+                   f"--config.generate.input={tmp_path / 'p.jsonl'}")
+    assert "workdir='gs://bucket/run': gs:// paths are not supported; use a local path or a mounted bucket (e.g. gcsfuse" in err
+    assert not (tmp_path / "gs:").exists()
+
+
+def test_other_url_paths_are_refused(capsys, tmp_path):
+    assert cli.main(["export", f"--config.workdir={tmp_path}", "--config.export.output=s3://b/hf"]) == 2
+    assert "export.output='s3://b/hf': s3:// paths are not supported" in _error(capsys)
+
+
+def test_judge_model_and_code_sandbox_are_checked_up_front(capsys, tmp_path, monkeypatch):
+    data = f"--config.data.data_dir={shared_data_dir()}"
+    err = _refused(tmp_path, "build", f"--config.workdir={tmp_path / 'w'}", data, f"--config.judge.model={tmp_path / 'judge'}")
+    assert f"judge.model: no model directory at '{tmp_path / 'judge'}'" in err
+    _passes_dry_run(tmp_path, "build", f"--config.workdir={tmp_path / 'w'}", data, "--config.judge.model=smollm2-135m-instruct")
+
+    from s3ft_jax.judges import code
+    from s3ft_jax.judges.sandbox.outcome import SandboxUnavailable
+
+    _passes_dry_run(tmp_path, "build", f"--config.workdir={tmp_path / 'w'}", data, "--config.task.name=mbpp")
+    monkeypatch.setattr(code, "_sandbox_state", SandboxUnavailable("code sandbox unavailable: no user namespaces (test)"))
+    assert cli.main(["build", f"--config.workdir={tmp_path / 'w'}", data, "--config.task.name=mbpp"]) == 2
+    assert "code sandbox unavailable: no user namespaces (test)" in _error(capsys)
+    assert cli.main(["build", f"--config.workdir={tmp_path / 'w'}", data, "--dry-run"]) == 0  # gsm8k: no sandbox needed
+    assert not (tmp_path / "w").exists()
+
+
+def test_a_mesh_that_does_not_split_the_devices_is_refused_up_front(capsys, tmp_path):
+    (tmp_path / "rows.jsonl").write_text('{"prompt": "p", "target": "t"}\n')
+    args = ["train", f"--config.workdir={tmp_path / 'w'}", f"--config.train.dataset={tmp_path / 'rows.jsonl'}", "--dry-run"]
+    assert cli.main([*args, "--config.mesh.data=3"]) == 2  # the tests run on 8 CPU devices
+    assert "8 devices do not split into a mesh [3, -1, 1]" in _error(capsys)
+    assert cli.main([*args, "--config.mesh.data=2", "--config.mesh.fsdp=2", "--config.mesh.tensor=4"]) == 2
+    assert "needs 16 devices, have 8" in _error(capsys)
+    assert cli.main([*args, "--config.mesh.data=2", "--config.mesh.tensor=2"]) == 0
+    assert not (tmp_path / "w").exists()
+
+
+def test_max_new_tokens_plus_the_longest_prompt_must_fit_the_context(capsys, tmp_path):
+    task = _custom_task(tmp_path, " ".join(["abcd"] * 10))  # 10 words, 49 characters
+    by_words = _model_dir(tmp_path / "m", context=300)
+    args = ["answer", f"--config.model.name={by_words}", *task, "--dry-run"]
+    assert cli.main([*args, "--config.sampling.max_new_tokens=290"]) == 0
+    capsys.readouterr()
+    assert cli.main([*args, "--config.sampling.max_new_tokens=291"]) == 2
+    assert ("the longest prompt (10 tokens, at least: counted by words) plus sampling.max_new_tokens 291 exceeds "
+            f"{by_words}'s context of 300 tokens (max_position_embeddings)") in _error(capsys)
+    assert cli.main([*args, "--config.sampling.max_new_tokens=300"]) == 2
+    assert "sampling.max_new_tokens 300 does not fit" in _error(capsys)
+    by_tokens = _model_dir(tmp_path / "t", context=300, tokenizer=True)  # one token per character
+    args = ["answer", f"--config.model.name={by_tokens}", *task, "--dry-run"]
+    assert cli.main([*args, "--config.sampling.max_new_tokens=251"]) == 0
+    capsys.readouterr()
+    assert cli.main([*args, "--config.sampling.max_new_tokens=252"]) == 2
+    assert "the longest prompt (49 tokens) plus sampling.max_new_tokens 252" in _error(capsys)
+
+
+def test_the_context_check_reads_generate_inputs_and_the_task_default(capsys, tmp_path):
+    model = _model_dir(tmp_path / "m", context=300)
+    (tmp_path / "p.jsonl").write_text(json.dumps({"id": 1, "prompt": "x " * 150}) + "\n")
+    args = ["generate", f"--config.model.name={model}", f"--config.generate.input={tmp_path / 'p.jsonl'}", f"--config.workdir={tmp_path / 'w'}", "--dry-run"]
+    assert cli.main(args) == 2  # 150 words + the default 256 new tokens
+    assert "plus sampling.max_new_tokens 256 exceeds" in _error(capsys)
+    assert cli.main([*args, "--config.sampling.max_new_tokens=50"]) == 0

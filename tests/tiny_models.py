@@ -114,3 +114,21 @@ def make_tiny_chat_model(out_dir: Path, tokenizer_dir: Path, seed: int = 0) -> P
     torch.manual_seed(seed)
     transformers.AutoModelForCausalLM.from_config(config).save_pretrained(out_dir)
     return out_dir
+
+
+def write_base_tokenizer(out_dir: Path) -> Path:
+    """A tokenizer like a base model's: tokenizer.json and tokenizer_config.json, no chat
+    template (word-level over a few words; anything else is [UNK])."""
+    import json
+
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    words = ["[UNK]", "<s>", "</s>", "Answer", ":", "what", "is", "1", "+", "?", "2"]
+    tokenizer = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.save(str(out_dir / "tokenizer.json"))
+    (out_dir / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "[UNK]"}))
+    return out_dir

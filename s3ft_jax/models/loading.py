@@ -102,8 +102,9 @@ def from_pretrained(
     return nnx.merge(graphdef, state)
 
 
-def load_tokenizer(path_or_name: str | os.PathLike = DEFAULT_MODEL):
-    """The checkpoint's `transformers` tokenizer, padding on the left for batched generation."""
+def load_tokenizer(path_or_name: str | os.PathLike = DEFAULT_MODEL, *, chat_template: str = ""):
+    """The checkpoint's `transformers` tokenizer, padding on the left for batched generation.
+    `chat_template` (model.chat_template: a name or a .jinja file) replaces the checkpoint's own."""
     from transformers import AutoTokenizer
 
     path = resolve_model_path(path_or_name)
@@ -112,6 +113,10 @@ def load_tokenizer(path_or_name: str | os.PathLike = DEFAULT_MODEL):
     except (OSError, ValueError) as e:
         raise ModelError(f"cannot load a tokenizer from {path}: {e}".splitlines()[0]) from None
     tokenizer.padding_side = "left"
+    if chat_template:
+        from s3ft_jax.models.chat_templates import chat_template_text
+
+        tokenizer.chat_template = chat_template_text(chat_template)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

@@ -36,6 +36,8 @@ class ModelSettings:
     dtype: str = "float32"  # compute dtype
     param_dtype: str | None = None  # storage dtype; None: dtype
     mesh: MeshShape = MeshShape()
+    # A chat template for a checkpoint without one (models.chat_templates): a name or a .jinja file.
+    chat_template: str = ""
 
     def __post_init__(self):
         for key in ("dtype", "param_dtype"):
@@ -44,5 +46,6 @@ class ModelSettings:
                 raise ConfigError(f"model.{key} must be float32, bfloat16 or float16, got {value!r}")
 
     def named(self, name: str) -> "ModelSettings":
-        """The same placement and dtypes for another checkpoint (e.g. a separate judge model)."""
-        return dataclasses.replace(self, name=name)
+        """The same placement and dtypes for another checkpoint (e.g. a separate judge model),
+        which keeps its own chat template (model.chat_template is model.name's)."""
+        return dataclasses.replace(self, name=name, chat_template="")

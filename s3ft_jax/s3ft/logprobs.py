@@ -82,8 +82,12 @@ def _describe(scores: list[dict]) -> dict:
 
 
 def plot_histogram(per_example: dict, path: Path) -> None:
+    import logging
+
     import matplotlib
 
+    # Its first use on a machine logs "Matplotlib is building the font cache": no news to a user.
+    logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -134,8 +134,8 @@ def run_queue(
                 out.write("".join(lines))
                 out.flush()
                 os.fsync(out.fileno()) if writer else None
-                bar.update(len(batch))
                 bar.set_postfix(tok_s=f"{tokens / (time.perf_counter() - start):.1f}")
+                bar.update(len(batch))
                 if after_batch is not None:
                     after_batch(n)
     bar.close()

@@ -75,6 +75,11 @@ def export_hf(
     source = resolve_model_path(settings.model_name)
     dtype = dtype or _checkpoint_dtype(source)
     save_pretrained(model, out, dtype=dtype, source=source)
+    if settings.chat_template and jax.process_index() == 0:
+        # The template it was trained with (model.chat_template) travels with it.
+        from s3ft_jax.models.chat_templates import chat_template_text
+
+        (out / "chat_template.jinja").write_text(chat_template_text(settings.chat_template), encoding="utf-8")
     log.info("exported step %d of %s to %s (%s)", step, workdir / "train", out, dtype)
     return out
 

@@ -70,7 +70,7 @@ def train(
     if lora is not None:
         lora_lib.target_modules(lora.targets)  # a bad pattern fails before any loading
 
-    tokenizer = load_tokenizer(s.model_name)
+    tokenizer = load_tokenizer(s.model_name, chat_template=s.chat_template)
     examples, stats = data_lib.tokenize(data_lib.read_rows(dataset_path), tokenizer, s.max_length)
     plan = data_lib.plan_steps(
         examples, seed=s.seed, batch_size=s.batch_size, num_epochs=s.num_epochs, max_steps=s.max_steps,

@@ -12,7 +12,6 @@ parameter table's are; `adapter_tree` turns such a flat dict into the typed tree
 
 from __future__ import annotations
 
-import fnmatch
 import math
 
 import jax
@@ -23,7 +22,7 @@ from s3ft_jax.errors import ConfigError
 from s3ft_jax.models.adapter import Adapter, LoraWeights
 from s3ft_jax.models.config import ModelConfig
 from s3ft_jax.models.params import HF_MODULES, LORA_PROJECTIONS
-from s3ft_jax.training.settings import LoraSettings
+from s3ft_jax.training.settings import LoraSettings, match_targets
 
 # The projections an adapter can sit on -> their kernel's number of input axes, and their HF
 # module paths: both read off the parameter table.
@@ -31,19 +30,8 @@ PROJECTIONS = LORA_PROJECTIONS
 
 
 def target_modules(targets, cfg: ModelConfig | None = None) -> tuple[str, ...]:
-    """The projections matched by `targets`: names or shell patterns ("*_proj", "self_attn.*").
-
-    Patterns are matched against both our name ("q_proj") and HF's dotted one
-    ("self_attn.q_proj", "mlp.down_proj"), so PEFT-style target lists work as they are.
-    """
-    hf = HF_MODULES
-    matched = []
-    for pattern in targets:
-        hits = [n for n in PROJECTIONS if fnmatch.fnmatchcase(n, pattern) or fnmatch.fnmatchcase(hf[n], pattern)]
-        if not hits:
-            raise ConfigError(f"lora.targets: {pattern!r} matches no projection (have {', '.join(PROJECTIONS)})")
-        matched += [h for h in hits if h not in matched]
-    return tuple(n for n in PROJECTIONS if n in matched)
+    """The projections matched by `targets` (names or shell patterns; see `match_targets`)."""
+    return match_targets(targets)
 
 
 def adapter_shapes(cfg: ModelConfig, lcfg: LoraSettings, kernel_shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:

@@ -37,9 +37,9 @@ class MetricsWriter:
         except ImportError:
             log.warning("tensorboardX is not installed: metrics go to %s only", self.path)
         if progress:
-            from tqdm import tqdm
+            from s3ft_jax.progress import progress_bar
 
-            self._bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True, disable=None)
+            self._bar = progress_bar(total_steps, initial=start_step, desc="train", unit="step")
 
     def write(self, record: dict) -> None:
         if not self.enabled:
@@ -52,8 +52,9 @@ class MetricsWriter:
                 if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
                     self._tb.add_scalar(f"train/{key}", value, step)
         if self._bar is not None:
+            # The figures first: a log line is written by the update.
+            self._bar.set_postfix(loss=f"{record['loss']:.4g}", lr=f"{record['learning_rate']:.2e}", refresh=False)
             self._bar.update(step - self._bar.n)
-            self._bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['learning_rate']:.2e}", refresh=False)
 
     def close(self) -> None:
         if not self.enabled:

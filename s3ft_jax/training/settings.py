@@ -31,6 +31,7 @@ class TrainSettings:
     model_name: str  # an embedded model name, a local HF directory or a hub id (model.name)
     dtype: str = "float32"  # compute dtype (model.dtype); trained weights are float32 master copies
     param_dtype: str | None = None  # storage dtype of frozen (LoRA base) weights; None: float32
+    chat_template: str = ""  # model.chat_template: renders the training prompts
     seed: int = 0
     dataset: str = dataclasses.field(default="", metadata=NOT_IN_FINGERPRINT)  # empty: <workdir>/dataset.jsonl
     learning_rate: float = 1e-4
@@ -118,11 +119,36 @@ class LoraSettings:
         targets = self.targets
         if isinstance(targets, str) or not targets or not all(isinstance(s, str) and s for s in targets):
             raise ConfigError(f"lora.targets must be a non-empty tuple of names, got {targets!r}")
-        object.__setattr__(self, "targets", tuple(targets))  # a list from Python callers: hashable like a tuple
+        # "q_proj,v_proj" (PEFT/TRL's comma form, which the command line delivers as one
+        # element) means the names it lists. A tuple also makes a list from Python hashable.
+        targets = tuple(name.strip() for item in targets for name in item.split(","))
+        if not all(targets):
+            raise ConfigError(f"lora.targets has an empty name: {self.targets!r}")
+        object.__setattr__(self, "targets", targets)
+        match_targets(targets)  # an unknown name fails here, in the first second
 
     @property
     def scale(self) -> float:
         return self.alpha / self.rank
+
+
+def match_targets(targets) -> tuple[str, ...]:
+    """The projections matched by `targets`: names or shell patterns ("*_proj", "self_attn.*"),
+    in the parameter table's order. Patterns are matched against both our name ("q_proj") and
+    HF's dotted one ("self_attn.q_proj", "mlp.down_proj"), so PEFT-style lists work as they are."""
+    import fnmatch
+
+    from s3ft_jax.models.params import HF_MODULES, LORA_PROJECTIONS  # numpy, no JAX
+
+    matched = []
+    for pattern in targets:
+        hits = [n for n in LORA_PROJECTIONS if fnmatch.fnmatchcase(n, pattern) or fnmatch.fnmatchcase(HF_MODULES[n], pattern)]
+        if not hits:
+            raise ConfigError(f"lora.targets: {pattern!r} matches no projection (have {', '.join(LORA_PROJECTIONS)})")
+        matched += [h for h in hits if h not in matched]
+    return tuple(n for n in LORA_PROJECTIONS if n in matched)
+
+
 
 
 def settings_fingerprint(settings: TrainSettings, lora: LoraSettings | None) -> dict:
@@ -130,6 +156,8 @@ def settings_fingerprint(settings: TrainSettings, lora: LoraSettings | None) -> 
     each TrainSettings field not marked NOT_IN_FINGERPRINT. One definition, read by `run_id`
     and by the pipeline's identity of a trained model."""
     fields = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings) if f.metadata.get("fingerprint", True)}
+    if not settings.chat_template:  # unset: left out, so runs from before the setting keep their id
+        del fields["chat_template"]
     return {"train": fields, "lora": dataclasses.asdict(lora) if lora is not None else None}
 
 
