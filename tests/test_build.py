@@ -147,7 +147,7 @@ def test_rerun_skips_finished_stages_and_redoes_changed_ones(tmp_path):
         raise AssertionError("a finished stage generated again")
 
     again = build("s3ft", tmp_path, make_builder(config, stage_dir, refuse))
-    assert {s.name: s.status for s in again.stages} == {n: "skipped" for n in ("examples", "predict", "judge_predict", "paraphrase", "judge_paraphrase")}
+    assert {s.name: s.status for s in again.stages} == {n: "skipped" for n in ("examples", "predict", "judge_predict", "paraphrase", "judge_paraphrase", "judge_audit")}
     assert again.dataset.read_bytes() == dataset
 
     # A new prediction prompt invalidates the predictions (and everything judged from them):

@@ -284,6 +284,10 @@ def build(method: str, out_dir: Path, builder: Builder) -> BuildResult:
     """D' of `method` into `out_dir`, from the builder's (resumable) stages."""
     rows = builder.dataset(method)
     path, stats = write_dataset(method, rows, out_dir)
+    if builder.settings.judge.audit:  # <workdir>/build/judge_audit.json (s3ft/judge_audit.py)
+        from s3ft_jax.s3ft.judge_audit import run_judge_audit
+
+        run_judge_audit(builder)
     return BuildResult(method, path, stats, list(builder.stages))
 
 
