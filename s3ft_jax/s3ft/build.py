@@ -6,6 +6,7 @@
     paraphrase       answers written with the gold shown as a reference   (s3ft: failures; sdft: all)
     judge_paraphrase meta-text leak check, then the task's judge          (s3ft, sdft)
     D'               one target per example: own, paraphrase or gold
+    judge_audit      the judge on the golds and perturbed golds (judge.audit; s3ft/judge_audit.py)
 
 Stage files live in one directory shared by every method of a run (`<workdir>/build`), so
 `s3ft` and `sdft` reuse each other's paraphrases; each method's D' goes to its own file.
