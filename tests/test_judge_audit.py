@@ -224,11 +224,15 @@ def test_the_heuristic_judge_and_the_builds_rows():
         {"id": "q2", "text": "Your answer:", "correct": False, "how": "leak", "leak": "Your answer"},
         {"id": "other", "text": "x", "correct": False, "how": "truncated"},  # not an audited id
     ]}
-    summary, _, disagreements = audit(NQ, QA, Judge(NQ, JudgeSettings(mode="heuristic")), build_rows=build_rows)
+    summary, _, disagreements = audit(NQ, QA, Judge(NQ, JudgeSettings(mode="heuristic")), build_rows=build_rows,
+                                      mode="heuristic")
     assert summary["gold"]["rate"] == 1.0 and summary["perturbed"]["false_accepts"] == 0
     assert summary["build"]["predictions"] == {"n": 3, "accepted": 2, "how": {"heuristic": 1, "leak": 1, "unknown": 1}, "rate": 0.6667}
     assert [(d["id"], d["source"]) for d in disagreements] == [("q1", "predictions")]
     assert summary["llm_agreement"]["by_source"]["predictions"] == {"n": 2, "agree": 1, "rate": 0.5}
+    (title, rows), = judge_audit_tables(summary).items()
+    assert title == "Judge audit: nq (llm judge, judge.mode=heuristic)"
+    assert rows[-1][:4] == ["LLM's verdict agrees with EM / containment", "8", "7", "87.50%"]
 
 
 # -- the report and the command ----------------------------------------------------------------
