@@ -60,12 +60,12 @@ def answer(config) -> None:
     prompt = render_chat(tokenizer, [{"role": "user", "content": task.prediction_prompt(example)}])
     (result,) = generate(model, tokenizer, [prompt], sampling_options(config, task))
     done = time.perf_counter()
-    (verdict,) = Judge(task, judging)([example], [result.text])
+    (verdict,) = Judge(task, judging, model=model, tokenizer=tokenizer)([example], [result.text], [result.finish_reason])
     print(f"model:    {model_choice.name} ({model.cfg.architecture}, {model_choice.dtype}, {jax.device_count()} {jax.default_backend()} device(s))")
     print(f"question: {next(iter(example.fields.values()))}")
     print(f"answer:   {result.text.strip()}")
     print(f"gold:     {example.reference if task.judge != 'code' else example.gold}")
-    print(f"judged:   {'correct' if verdict.correct else 'incorrect'} ({verdict.detail})")
+    print(f"judged:   {'correct' if verdict.correct else 'incorrect'} ({verdict.how}: {verdict.detail})")
     print(f"timing:   load {loaded - start:.1f}s, generate {len(result.token_ids)} tokens ({result.finish_reason}) in {done - loaded:.1f}s (compile included)")
 
 
@@ -108,8 +108,10 @@ def judge_audit(config) -> None:
     workdir = Path(config.workdir)
     # A build in this workdir: how its predictions and paraphrases were judged (the summary
     # counts only the audited ids).
-    judged = {"predictions": workdir / "build" / "judge_predict.jsonl", "paraphrases": workdir / "build" / "judge_paraphrase.jsonl"}
-    build_rows = {key: list(read_done(path).values()) for key, path in judged.items() if path.is_file()}
+    from s3ft_jax.s3ft.judge_audit import JUDGED
+
+    build_rows = {key: list(read_done(workdir / "build" / f"{name}.jsonl").values()) for key, name in JUDGED.items()
+                  if (workdir / "build" / f"{name}.jsonl").is_file()}
     summary, rows, disagreements = audit(task, examples, judge, limit=judging.audit_limit, build_rows=build_rows,
                                          mode=judging.mode)
     summary["split"] = settings.train_split

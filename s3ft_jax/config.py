@@ -60,12 +60,15 @@ def base_config() -> ml_collections.ConfigDict:
     c.task.limit = 0  # use the first N training examples (0: all)
     c.task.split = "test"
     c.task.index = 0  # which example the `answer` command shows
+    c.task.allow_overlap = False  # let test rows repeat training rows (same id or prompt); `run` refuses that otherwise
     # Prompt templates (str.format over the example's fields); empty = the task's default.
     c.task.prompts = ml_collections.ConfigDict()
     c.task.prompts.prediction = ""
     c.task.prompts.paraphrase = ""  # also gets {reference}, the gold answer
     c.task.prompts.training = ""
     c.task.prompts.judge = ""  # llm judge: {question} {golds} {response} and the example's fields
+    c.task.prompts.distill = ""  # sdft: SDFT's distillation prompt; gets {reference} and {instruction}
+    c.task.prompts.distill_prefix = ""  # sdft: the answer's start, continued by the model (GSM8K's "Great! ...")
     # task.name=custom: your own JSONL/CSV (or hf:/tfds:) with a prompt and an answer field.
     c.task.custom = ml_collections.ConfigDict()
     c.task.custom.train = ""
@@ -85,7 +88,6 @@ def base_config() -> ml_collections.ConfigDict:
     c.judge = ml_collections.ConfigDict()
     c.judge.mode = "llm_or_heuristic"  # llm | heuristic | llm_or_heuristic (tasks judged by an llm)
     c.judge.model = ""
-    c.judge.max_new_tokens = 8
     c.judge.code_timeout_s = 10.0
     c.judge.code_workers = 0  # 0: one per CPU core
     # Paraphrases must keep the gold's solution, not only its final answer (judges/solution.py):
@@ -104,10 +106,17 @@ def base_config() -> ml_collections.ConfigDict:
     c.build = ml_collections.ConfigDict()
     c.build.method = "s3ft"  # s3ft | sdft | sft
     c.build.output = ""  # directory for dataset.jsonl + stats.json (default: workdir)
+    # sdft: Yang et al.'s distillation template and keep rule (sdft), or S3FT's paraphrase prompt (s3ft)
+    c.build.sdft_template = "sdft"
+    c.build.leak_filter_s3ft = False  # reject S3FT paraphrases that leak meta-text (the paper has no such filter)
 
     # `s3ft run`: build, train and evaluate each method on the same data and settings.
     c.run = ml_collections.ConfigDict()
     c.run.methods = ("base", "sft", "sdft", "s3ft")
+    # Training seeds: each trained method is trained and evaluated once per seed, on the same D'
+    # (<workdir>/<method>/seed<k>); the report gives means with a between-seed interval.
+    # () trains once per method with `seed`, in <workdir>/<method>.
+    c.run.seeds = ()
 
     # Evaluation: in-domain (task.test_split, greedy, judged) and generalization benchmarks.
     c.eval = ml_collections.ConfigDict()
@@ -247,7 +256,8 @@ def task_settings(config: ml_collections.ConfigDict) -> TaskSettings:
     custom = CustomTaskSettings(**{k: (tuple(v) if k == "stop" else v) for k, v in t.custom.to_dict().items()})
     return TaskSettings(name=t.name, source=t.source, train_split=t.train_split, test_split=t.test_split,
                         limit=t.limit, split=t.split, index=t.index, prompts=TaskPrompts(**t.prompts.to_dict()),
-                        custom=custom, data_dir=config.data.data_dir, stop=tuple(config.sampling.stop))
+                        custom=custom, data_dir=config.data.data_dir, stop=tuple(config.sampling.stop),
+                        allow_overlap=t.allow_overlap)
 
 
 def judge_settings(config: ml_collections.ConfigDict) -> JudgeSettings:
@@ -274,7 +284,8 @@ def sampling_options(config: ml_collections.ConfigDict, task=None, *, max_new_to
 
 def build_settings(config: ml_collections.ConfigDict, task) -> BuildSettings:
     return BuildSettings(task=task_settings(config), judge=judge_settings(config), sampling=sampling_options(config, task),
-                         method=config.build.method, output=config.build.output)
+                         method=config.build.method, output=config.build.output,
+                         sdft_template=config.build.sdft_template, leak_filter_s3ft=config.build.leak_filter_s3ft)
 
 
 def train_settings(config: ml_collections.ConfigDict) -> TrainSettings:
@@ -300,7 +311,8 @@ def run_settings(config: ml_collections.ConfigDict) -> RunSettings:
     task = get_task(task_settings(config))
     return RunSettings(workdir=config.workdir, methods=tuple(config.run.methods), model=model_settings(config),
                        build=build_settings(config, task), train=train_settings(config), lora=lora_settings(config),
-                       eval=eval_settings(config), logprobs_batch_size=config.logprobs.batch_size)
+                       eval=eval_settings(config), logprobs_batch_size=config.logprobs.batch_size,
+                       seeds=tuple(config.run.seeds))
 
 
 def key_comments() -> dict[str, str]:

@@ -64,7 +64,6 @@ def run_pipeline(settings: RunSettings, *, progress: bool = True) -> Path:
 
     builder = Builder(settings.build, task, workdir / "build", model=base, model_id=base_id, judge_model=judge_model,
                       progress=progress)
-    # sdft paraphrases every example: build it before s3ft, whose failures are then all done.
     for method in sorted((m for m in methods if m in TRAINED), key=TRAINED.index):
         with timings.timed(f"build {method}"):
             build(method, workdir / method, builder)
@@ -74,24 +73,25 @@ def run_pipeline(settings: RunSettings, *, progress: bool = True) -> Path:
             # s3ft's at the top of the run directory, where `s3ft logprobs` puts Figure 2.
             _logprobs(settings, workdir / method, workdir if method == "s3ft" else workdir / method, base, base_id)
 
-    for method in (m for m in methods if m in TRAINED):
-        with timings.timed(f"train {method}"):
-            _train(settings, workdir / method, trained_id(settings, workdir / method, base_id))
+    trained = [unit for m in methods if m in TRAINED for unit in training_units(settings, m)]
+    for unit in trained:
+        with timings.timed(f"train {unit.name}"):
+            _train(settings, unit, trained_id(settings, unit, base_id))
 
-    for method in methods:
-        if method == "base":
-            model, model_id = base, base_id
-        else:
-            model = LazyModel(lambda m=method: load_trained_model(settings.model, settings.train, settings.lora, workdir / m))
-            model_id = trained_id(settings, workdir / method, base_id)
-        with timings.timed(f"eval {method}"):
-            _evaluate(settings, task, method, workdir / method / "eval", model, model_id,
+    if "base" in methods:
+        with timings.timed("eval base"):
+            _evaluate(settings, task, "base", workdir / "base" / "eval", base, base_id,
                       *evaluation_judge(judge_model, base, base_id), progress)
-        if method != "base" and settings.eval.drift:
-            with timings.timed(f"drift {method}"):
-                _drift(settings, task, workdir, method, base, base_id, model, model_id, judge_model, progress)
-        if method != "base":
-            del model  # one fine-tuned model in memory at a time
+    for unit in trained:
+        model = LazyModel(lambda u=unit: load_trained_model(settings.model, u.train, settings.lora, u.dir))
+        model_id = trained_id(settings, unit, base_id)
+        with timings.timed(f"eval {unit.name}"):
+            _evaluate(settings, task, unit.name, unit.dir / "eval", model, model_id,
+                      *evaluation_judge(judge_model, base, base_id), progress)
+        if settings.eval.drift:
+            with timings.timed(f"drift {unit.name}"):
+                _drift(settings, task, workdir, unit, base, base_id, model, model_id, judge_model, progress)
+        del model  # one fine-tuned model in memory at a time
 
     atomic_write_text(workdir / "timings.json", json.dumps(_merge_timings(workdir, timings.stages), indent=1) + "\n")
     from s3ft_jax.report import write_report
@@ -125,7 +125,7 @@ def _logprobs(settings: RunSettings, method_dir: Path, out_dir: Path, base: Lazy
     atomic_write_text(method_dir / "stats.json", json.dumps(stats, indent=1) + "\n")
 
 
-def _drift(settings: RunSettings, task, workdir: Path, method: str, base: LazyModel, base_id: dict, tuned: LazyModel,
+def _drift(settings: RunSettings, task, workdir: Path, unit: "TrainingUnit", base: LazyModel, base_id: dict, tuned: LazyModel,
            tuned_id: dict, judge_model: LazyModel | None, progress: bool) -> None:
     """Mean per-token KL(base || tuned) on (a) the base model's greedy responses to the test
     prompts (the base evaluation's predictions, generated here only if that is missing) and
@@ -143,7 +143,8 @@ def _drift(settings: RunSettings, task, workdir: Path, method: str, base: LazyMo
     base_eval.predictions()
     responses = workdir / "base" / "eval" / "predict.jsonl"
     limit = ev.question_limit()
-    eval_dir = workdir / method / "eval"
+    method = unit.name
+    eval_dir = unit.dir / "eval"
     stage = Stage(eval_dir, "drift", {"base": base_id, "tuned": tuned_id, "responses": file_digest(responses),
                                       "benchmarks": list(ev.benchmarks), "limit": limit, "mmlu_per_subject": ev.mmlu_per_subject or None,
                                       "logit_tokens": ev.drift_logit_tokens})
@@ -179,10 +180,38 @@ def _drift(settings: RunSettings, task, workdir: Path, method: str, base: LazyMo
     log.info("drift %s: KL(base || %s) per token %.4g on base responses", method, method, result["responses"]["kl"] or 0.0)
 
 
-def _train(settings: RunSettings, method_dir: Path, trained_id: dict) -> None:
+@dataclasses.dataclass(frozen=True)
+class TrainingUnit:
+    """One fine-tuning of one method: its D' (shared by every seed of the method), its
+    training settings (the seed) and its run directory (train/, eval/)."""
+
+    method: str
+    seed: int | None  # None: the run has no run.seeds, and one training per method
+    dataset: Path
+    dir: Path
+    train: "object"  # training.TrainSettings
+
+    @property
+    def name(self) -> str:
+        return self.method if self.seed is None else f"{self.method} seed {self.seed}"
+
+
+def training_units(settings: RunSettings, method: str) -> list[TrainingUnit]:
+    """A method's trainings: one in <workdir>/<method> (train.seed), or with run.seeds one per
+    seed in <workdir>/<method>/seed<k>, all on the same D' (<workdir>/<method>/dataset.jsonl)."""
+    method_dir = settings.workdir / method
+    dataset = method_dir / "dataset.jsonl"
+    if not settings.seeds:
+        return [TrainingUnit(method, None, dataset, method_dir, settings.train)]
+    return [TrainingUnit(method, k, dataset, method_dir / f"seed{k}", dataclasses.replace(settings.train, seed=k))
+            for k in settings.seeds]
+
+
+def _train(settings: RunSettings, unit: TrainingUnit, trained_id: dict) -> None:
     """Train unless this exact model exists; an unfinished run resumes from its checkpoints."""
     from s3ft_jax.training import train
 
+    method_dir = unit.dir
     stage = Stage(method_dir, "train", trained_id)
     status = stage.open()
     if status == "done":
@@ -193,10 +222,10 @@ def _train(settings: RunSettings, method_dir: Path, trained_id: dict) -> None:
         if distributed.is_writer():
             stale.parent.mkdir(parents=True, exist_ok=True)
             (method_dir / "train").rename(stale)
-            log.warning("%s: training inputs changed; previous run moved to %s", method_dir.name, stale)
+            log.warning("%s: training inputs changed; previous run moved to %s", unit.name, stale)
         distributed.sync("moved the old training run aside")
-    result = train(settings.train, settings.lora, method_dir, dataset_path=method_dir / "dataset.jsonl", mesh=make_settings_mesh(settings.model))
-    log.info("trained %s: %d steps, final loss %s", method_dir.name, result.steps, result.final_loss)
+    result = train(unit.train, settings.lora, method_dir, dataset_path=unit.dataset, mesh=make_settings_mesh(settings.model))
+    log.info("trained %s: %d steps, final loss %s", unit.name, result.steps, result.final_loss)
     stage.complete(steps=result.steps, final_loss=result.final_loss)
 
 
@@ -207,12 +236,12 @@ def _exists_everywhere(path: Path) -> bool:
     return exists
 
 
-def trained_id(settings: RunSettings, method_dir: Path, base_id: dict) -> dict:
+def trained_id(settings: RunSettings, unit: TrainingUnit, base_id: dict) -> dict:
     """What a fine-tuned model depends on: the base, its D' and every training setting that
-    changes the trained bits (`training.settings.settings_fingerprint`)."""
+    changes the trained bits (`training.settings.settings_fingerprint`, the seed included)."""
     from s3ft_jax.training.settings import settings_fingerprint
 
-    return {"base": base_id, "dataset": file_digest(method_dir / "dataset.jsonl"), **settings_fingerprint(settings.train, settings.lora)}
+    return {"base": base_id, "dataset": file_digest(unit.dataset), **settings_fingerprint(unit.train, settings.lora)}
 
 
 def evaluation_judge(judge_model: LazyModel | None, base: LazyModel, base_id: dict) -> tuple[LazyModel, dict | None]:

@@ -3,9 +3,12 @@ in the first second, as one line.
 
 `check(command, config)` raises an `S3FTError` when
 - the task is unknown, or a data file of a split the command will read is missing or malformed
-  (the examples are read here; they are small);
+  (the examples are read here; they are small): a row lacks a field the task reads, or repeats
+  an id;
+- `run`'s test split shares rows with its training split (unless `task.allow_overlap`);
 - a benchmark in `eval.benchmarks` is unknown or one of its data files is missing (`run`);
-- an input file the command reads is missing (`train`, `generate`, `logprobs`);
+- an input file the command reads is missing (`train`, `generate`, `logprobs`), or a row of
+  `generate`'s prompt file has no id, repeats one or has no prompt;
 - a local model path does not hold a checkpoint;
 - a directory the command writes to cannot be written.
 It writes nothing: on several hosts only process 0 may write, and a check must not either.
@@ -32,12 +35,16 @@ def check(command: str, config) -> None:
         check_writable(path)
     splits = _TASK_SPLITS.get(command, ())
     if splits:
-        _check_task(config, [config[key.split(".")[0]][key.split(".")[1]] for key in splits])
+        _check_task(config, [config[key.split(".")[0]][key.split(".")[1]] for key in splits], disjoint=command == "run")
     if command == "run" and config.eval.benchmarks:
         check_benchmarks(config)
     for path, what in _read_files(command, config):
         if not Path(path).is_file():
             raise S3FTError(f"{what} {path} not found")
+    if command == "generate":
+        from s3ft_jax.sampling.prompts import prompt_rows
+
+        prompt_rows(config.generate.input)
     if command not in ("report", "config", "plan"):  # plan reads shapes only (a preset or config.json)
         check_model_name(config.model.name)
 
@@ -83,17 +90,22 @@ def check_writable(path: Path) -> None:
         raise S3FTError(f"cannot write to {path}: {existing} is on a read-only filesystem")
 
 
-def _check_task(config, splits: list[str]) -> None:
+def _check_task(config, splits: list[str], disjoint: bool) -> None:
+    """`disjoint`: the first split is training data, the second is evaluated (`run`)."""
     from s3ft_jax.config import task_settings
-    from s3ft_jax.tasks import get_task, load_examples
+    from s3ft_jax.tasks import check_disjoint, get_task, load_examples
 
     settings = task_settings(config)
     task = get_task(settings)
+    examples = {}
     for split in dict.fromkeys(splits):
         if split not in task.splits:
             raise ConfigError(f"{task.name} has no split {split!r}: choose from {', '.join(task.splits)}")
-        if not load_examples(settings, task, split):
+        examples[split] = load_examples(settings, task, split)
+        if not examples[split]:
             raise S3FTError(f"task {task.name} split {split!r} has no examples")
+    if disjoint:
+        check_disjoint(settings, task, examples[splits[0]], examples[splits[1]])
 
 
 def check_benchmarks(config) -> None:

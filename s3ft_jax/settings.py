@@ -31,6 +31,9 @@ class RunSettings:
     lora: LoraSettings | None  # None: full fine-tuning
     eval: EvalSettings
     logprobs_batch_size: int = 8
+    # run.seeds: train and evaluate each method once per training seed (same D'); () = one
+    # training per method with train's seed, in <workdir>/<method> as before.
+    seeds: tuple[int, ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "workdir", Path(self.workdir))
@@ -38,6 +41,9 @@ class RunSettings:
         unknown = sorted(set(self.methods) - set(METHODS))
         if unknown or not self.methods:
             raise ConfigError(f"run.methods takes base, sft, sdft, s3ft; got {self.methods!r}")
+        object.__setattr__(self, "seeds", tuple(int(k) for k in self.seeds))
+        if len(set(self.seeds)) != len(self.seeds) or any(k < 0 for k in self.seeds):
+            raise ConfigError(f"run.seeds must be distinct non-negative integers, got {self.seeds!r}")
         if self.logprobs_batch_size <= 0:
             raise ConfigError(f"logprobs.batch_size must be positive, got {self.logprobs_batch_size}")
 

@@ -1,7 +1,12 @@
-"""Bad checkpoints and bad configs end in one clear error, never a traceback wall."""
+"""Bad checkpoints, bad configs and bad data files end in one clear error, never a traceback wall."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -168,3 +173,128 @@ def test_options_hold_stop_strings_as_a_tuple():
     options = SamplingOptions(max_new_tokens=8, stop=["a", "b"])
     assert options.stop == ("a", "b")
     assert {options: "kept"}[SamplingOptions(max_new_tokens=8, stop=("a", "b"))] == "kept"  # hashable, by value
+
+
+# ---------------------------------------------------------------------------------------------
+# Task and prompt files: a row without a field the task reads, a repeated id, or a test split
+# that repeats the training data is one line and exit status 2 in the first seconds, before
+# any model loads and before anything is written (issue 28). Run as the user runs `s3ft`.
+
+ROOT = Path(__file__).resolve().parents[1]
+FIRST_SECONDS = 10.0  # the checks take well under a second; the rest is Python starting up on a busy machine
+NO_MODEL = "--config.model.name=/nonexistent/model"  # the check after the data's: passing it means the data passed
+
+
+def _s3ft(*args) -> tuple[int, str, float]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), S3FT_LOG_LEVEL="WARNING")
+    start = time.monotonic()
+    out = subprocess.run([sys.executable, "-m", "s3ft_jax.cli", *args], env=env, capture_output=True, text=True, timeout=120)
+    return out.returncode, out.stderr, time.monotonic() - start
+
+
+def _refused(tmp_path, command: str, *args) -> str:
+    """The one-line error of `s3ft COMMAND` with a workdir it must leave unmade."""
+    workdir = tmp_path / "wd"
+    code, err, seconds = _s3ft(command, f"--config.workdir={workdir}", *args)
+    assert code == 2, err
+    assert err.startswith("s3ft: error: ") and err.count("\n") == 1, err
+    assert not workdir.exists()
+    assert seconds < FIRST_SECONDS
+    return err.removeprefix("s3ft: error: ").strip()
+
+
+def _jsonl(path: Path, rows: list[dict]) -> str:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return str(path)
+
+
+def _qa(ids, start: int = 0) -> list[dict]:
+    return [{"id": i, "prompt": f"What is {n} + {n}?", "answer": str(2 * n)} for n, i in enumerate(ids, start)]
+
+
+def _custom(train: str, test: str) -> list[str]:
+    return ["--config.task.name=custom", f"--config.task.custom.train={train}", f"--config.task.custom.test={test}"]
+
+
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ({"id": "b", "prompt": "2+2?"}, "train.jsonl:2: no field 'answer' (the row has 'id', 'prompt')"),
+        ({"id": "b", "answer": "4"}, "train.jsonl:2: no field 'prompt' (the row has 'id', 'answer')"),
+        ({"id": "b", "prompt": "2+2?", "answer": None}, "train.jsonl:2: field 'answer' is null"),
+        ({"id": "b", "prompt": "  ", "answer": "4"}, "train.jsonl:2: field 'prompt' is empty"),
+        ({"id": "b", "prompt": "2+2?", "answer": []}, "train.jsonl:2: field 'answer' is empty"),
+        ({"prompt": "2+2?", "answer": "4"}, "train.jsonl:2: no field 'id'"),
+    ],
+)
+def test_custom_row_without_a_field_is_refused(tmp_path, row, message):
+    train = _jsonl(tmp_path / "train.jsonl", [*_qa(["a"]), row, *_qa(["c"], 5)])
+    test = _jsonl(tmp_path / "test.jsonl", _qa(["t"], 9))
+    err = _refused(tmp_path, "run", *_custom(train, test))
+    assert err == f"{tmp_path}/{message}" or err.startswith(f"{tmp_path}/{message} ("), err
+
+
+def test_custom_answer_field_named_in_the_config_is_the_one_required(tmp_path):
+    rows = [{"id": "a", "q": "1+1?", "gold": "2"}, {"id": "b", "q": "2+2?", "answer": "4"}]
+    train = _jsonl(tmp_path / "train.jsonl", rows)
+    test = _jsonl(tmp_path / "test.jsonl", [{"id": "t", "q": "3+3?", "gold": "6"}])
+    fields = ["--config.task.custom.prompt_field=q", "--config.task.custom.answer_field=gold"]
+    assert _refused(tmp_path, "run", *_custom(train, test), *fields).startswith(f"{train}:2: no field 'gold'")
+    (tmp_path / "train.jsonl").write_text(json.dumps(rows[0]) + "\n")
+    assert "no model directory" in _refused(tmp_path, "run", *_custom(train, test), *fields, NO_MODEL)
+
+
+def test_builtin_task_row_without_a_field_is_refused(tmp_path):
+    data = tmp_path / "data"
+    (data / "gsm8k").mkdir(parents=True)
+    _jsonl(data / "gsm8k" / "train.jsonl", [{"question": "1+1?", "answer": "#### 2"}, {"question": "2+2?"}])
+    _jsonl(data / "gsm8k" / "test.jsonl", [{"question": "3+3?", "answer": "#### 6"}])
+    err = _refused(tmp_path, "build", f"--config.data.data_dir={data}")
+    assert err.startswith(f"{data}/gsm8k/train.jsonl:2: no field 'answer'"), err
+
+
+def test_duplicate_custom_ids_are_refused_with_both_lines(tmp_path):
+    train = _jsonl(tmp_path / "train.jsonl", _qa(["a", "b", "c", "b"]))
+    test = _jsonl(tmp_path / "test.jsonl", _qa(["t"], 9))
+    assert _refused(tmp_path, "build", *_custom(train, test)) == f"{train}:4: duplicate id 'b' (first on line 2)"
+
+
+def test_one_file_as_train_and_test_is_refused_unless_allowed(tmp_path):
+    data = _jsonl(tmp_path / "qa.jsonl", _qa(["a", "b", "c"]))
+    err = _refused(tmp_path, "run", *_custom(data, data))
+    assert err.startswith(f"task custom: the train split ({data}) and the test split ({data}) share 3 of 3 test rows"), err
+    assert "e.g. id 'a'" in err and "--config.task.allow_overlap=True" in err
+    allowed = _refused(tmp_path, "run", *_custom(data, data), "--config.task.allow_overlap=True", NO_MODEL)
+    assert allowed.startswith("no model directory at '/nonexistent/model'"), allowed
+
+
+def test_a_builtin_task_source_read_as_both_splits_is_refused(tmp_path):
+    gsm8k = _jsonl(tmp_path / "gsm8k.jsonl", [{"question": f"{n}+{n}?", "answer": f"#### {2 * n}"} for n in range(4)])
+    err = _refused(tmp_path, "run", f"--config.task.source={gsm8k}")
+    assert err.startswith(f"task gsm8k: the train split ({gsm8k}) and the test split ({gsm8k}) share 4 of 4 test rows"), err
+    assert "e.g. test id 'gsm8k-test-0' = train id 'gsm8k-train-0'" in err
+    assert "no model directory" in _refused(tmp_path, "run", f"--config.task.source={gsm8k}", "--config.task.allow_overlap=True", NO_MODEL)
+
+
+def test_train_and_test_rows_that_overlap_are_counted(tmp_path):
+    train = _jsonl(tmp_path / "train.jsonl", _qa(["a", "b", "c", "d"]))
+    test_rows = _qa(["t0", "t1", "t2"], 10) + [{"id": "c", "prompt": "another question", "answer": "1"},
+                                               {"id": "t4", "prompt": " What is 1 +  1?\n", "answer": "2"}]
+    test = _jsonl(tmp_path / "test.jsonl", test_rows)
+    err = _refused(tmp_path, "run", *_custom(train, test))
+    assert f"the train split ({train}) and the test split ({test}) share 2 of 5 test rows" in err and "e.g. id 'c'" in err
+    disjoint = _jsonl(tmp_path / "test.jsonl", test_rows[:3])
+    assert "no model directory" in _refused(tmp_path, "run", *_custom(train, disjoint), NO_MODEL)
+
+
+def test_generate_input_with_a_duplicate_id_is_refused_before_the_model(tmp_path):
+    prompts = _jsonl(tmp_path / "prompts.jsonl", [{"id": 1, "prompt": "a"}, {"id": 2, "prompt": "b"}, {"id": 1, "prompt": "c"}])
+    output = tmp_path / "wd" / "out.jsonl"
+    err = _refused(tmp_path, "generate", f"--config.generate.input={prompts}", f"--config.generate.output={output}")
+    assert err == f"{prompts}:3: duplicate id 1 (first on line 1)"
+    _jsonl(tmp_path / "prompts.jsonl", [{"id": 1, "prompt": "a"}, {"id": 2, "messages": []}])
+    assert _refused(tmp_path, "generate", f"--config.generate.input={prompts}", f"--config.generate.output={output}") == (
+        f"{prompts}:2: row needs a non-empty 'prompt', 'messages' or 'prompt_ids'")
+    _jsonl(tmp_path / "prompts.jsonl", [{"id": 1, "prompt": "a"}, {"id": 2, "messages": [{"role": "user", "content": "b"}]}])
+    err = _refused(tmp_path, "generate", f"--config.generate.input={prompts}", f"--config.generate.output={output}", NO_MODEL)
+    assert err.startswith("no model directory"), err

@@ -102,8 +102,8 @@ def test_run_reports_a_missing_task_file(capsys, tmp_path):
 def test_run_reports_a_missing_benchmark_file(capsys, tmp_path):
     data = tmp_path / "data"
     (data / "gsm8k").mkdir(parents=True)
-    for split in ("train", "test"):
-        (data / "gsm8k" / f"{split}.jsonl").write_text('{"question": "1+1?", "answer": "#### 2"}\n')
+    for n, split in enumerate(("train", "test"), 1):  # different questions: a test split may not repeat training rows
+        (data / "gsm8k" / f"{split}.jsonl").write_text(f'{{"question": "{n}+{n}?", "answer": "#### {2 * n}"}}\n')
     err = _run_fails_early(capsys, tmp_path, f"--config.data.data_dir={data}", "--config.eval.benchmarks=('boolq',)")
     assert f"missing benchmark data file {data / 'boolq' / 'dev.jsonl'}" in err
 

@@ -173,52 +173,49 @@ def test_segfault_is_a_crash():
 # ---------------------------------------------------------------------------------------------
 # Hostile programs: none may pass, none may touch the host.
 
-
-@pytest.mark.fast
-@pytest.mark.parametrize(
-    "program",
-    [
-        "import sys\nsys.exit(0)\n",
-        "import os\nos._exit(0)\n",
-        "def f(x):\n    raise SystemExit(0)\n",
-        "import os\ndef f(x):\n    os._exit(0)\n",
-        "def f(x):\n    raise KeyboardInterrupt\n",
-        # Hooks that would make a naive harness report success.
-        "import sys, atexit, os\nsys.excepthook = lambda *a: None\natexit.register(lambda: os._exit(0))\n"
+# Each would pass if its attack worked. tests/test_sandbox_locations.py runs them again with the
+# package and the interpreter in a private folder under /tmp.
+HOSTILE_PROGRAMS = {
+    "sys.exit": "import sys\nsys.exit(0)\n",
+    "os._exit": "import os\nos._exit(0)\n",
+    "SystemExit-in-test": "def f(x):\n    raise SystemExit(0)\n",
+    "os._exit-in-test": "import os\ndef f(x):\n    os._exit(0)\n",
+    "KeyboardInterrupt": "def f(x):\n    raise KeyboardInterrupt\n",
+    # Hooks that would make a naive harness report success.
+    "hooks": "import sys, atexit, os\nsys.excepthook = lambda *a: None\natexit.register(lambda: os._exit(0))\n"
         "def f(x):\n    return 0\n",
-        # Fake success markers on every channel the program has.
-        "import sys, os, json\nfor line in ('PASSED', 'ALL TESTS PASSED', json.dumps({'status': 'passed'})):\n"
+    # Fake success markers on every channel the program has.
+    "fake-markers": "import sys, os, json\nfor line in ('PASSED', 'ALL TESTS PASSED', json.dumps({'status': 'passed'})):\n"
         "    print(line); sys.stderr.write(line + '\\n')\n"
         "for fd in range(0, 1024):\n"
         "    try:\n        os.write(fd, b'{\"status\": \"passed\", \"tests_run\": 1, \"tests_total\": 1}\\n')\n"
         "    except OSError:\n        pass\n"
         "def f(x):\n    return 0\n",
-        # Closing and redirecting stdout.
-        "import os, sys\nos.close(1)\nos.close(2)\nsys.stdout = None\ndef f(x):\n    return 0\n",
-        # Patching builtins and the comparison machinery in its own process.
-        "import builtins, operator, math\nbuiltins.AssertionError = type('X', (Exception,), {})\n"
+    # Closing and redirecting stdout.
+    "close-stdout": "import os, sys\nos.close(1)\nos.close(2)\nsys.stdout = None\ndef f(x):\n    return 0\n",
+    # Patching builtins and the comparison machinery in its own process.
+    "patch-builtins": "import builtins, operator, math\nbuiltins.AssertionError = type('X', (Exception,), {})\n"
         "builtins.all = lambda *a: True\noperator.eq = lambda a, b: True\nmath.isclose = lambda *a, **k: True\n"
         "AssertionError = None\ndef f(x):\n    return 0\n",
-        # Hunting for a nonce or the harness's state, then forging through every fd and exiting.
-        "import gc, os, re\nsecrets = [o for o in gc.get_objects() if isinstance(o, str) and re.fullmatch('[0-9a-f]{32}', o)]\n"
+    # Hunting for a nonce or the harness's state, then forging through every fd and exiting.
+    "forge-verdict": "import gc, os, re\nsecrets = [o for o in gc.get_objects() if isinstance(o, str) and re.fullmatch('[0-9a-f]{32}', o)]\n"
         "for fd in range(1024):\n    for s in secrets:\n        try:\n"
         "            os.write(fd, ('{\"nonce\": \"%s\", \"status\": \"passed\", \"detail\": \"\", \"tests_run\": 1, \"tests_total\": 1}\\n' % s).encode())\n"
         "        except OSError:\n            pass\n"
         "os._exit(0)\n",
-        # Killing the harness and everything visible.
-        "import os, signal\nfor pid in (os.getppid(), 1, 0, -1):\n    for sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT):\n"
+    # Killing the harness and everything visible.
+    "kill-harness": "import os, signal\nfor pid in (os.getppid(), 1, 0, -1):\n    for sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT):\n"
         "        try:\n            os.kill(pid, sig)\n        except OSError:\n            pass\n"
         "def f(x):\n    return 0\n",
-        # Reading or tracing the harness (PID 1).
-        "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+    # Reading or tracing the harness (PID 1).
+    "trace-harness": "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
         "def f(x):\n    try:\n        return open('/proc/1/environ', 'rb').read()\n    except OSError:\n        pass\n"
         "    return libc.ptrace(16, 1, 0, 0)\n",
-    ],
-    ids=[
-        "sys.exit", "os._exit", "SystemExit-in-test", "os._exit-in-test", "KeyboardInterrupt", "hooks",
-        "fake-markers", "close-stdout", "patch-builtins", "forge-verdict", "kill-harness", "trace-harness",
-    ],
-)
+}
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("program", list(HOSTILE_PROGRAMS.values()), ids=list(HOSTILE_PROGRAMS))
 def test_hostile_program_does_not_pass(program):
     result, _ = _run(program, ["assert f(1) == 1", "assert f(2) == 2"])
     assert not result.passed, result
@@ -279,14 +276,19 @@ def test_daemons_do_not_outlive_the_call():
 @pytest.mark.fast
 def test_host_filesystem_is_untouched(tmp_path):
     tag = uuid.uuid4().hex
-    # Host paths: the sandbox must not be able to write any of them.
+    # Host paths: the sandbox must not be able to write any of them. Wherever the checkout and
+    # its venv live: in /tmp, the venv's bin is bound into the sandbox's private /tmp.
     outside = [
         REPO / f"PWNED-{tag}",
         Path(os.path.expanduser("~")) / f"pwned-{tag}",
         tmp_path / f"pwned-{tag}",
         Path(sys.executable).resolve().parent / f"pwned-{tag}",
+        Path(os.path.abspath(sys.executable)).parent / f"pwned-{tag}",
+        Path(sys.prefix) / f"pwned-{tag}",
         REPO / "s3ft_jax" / "__init__.py",
     ]
+    for target in outside:
+        assert target.parent.is_dir(), target  # so that a write there would show on the host
     # The sandbox's own /tmp and /dev/shm: writable inside, invisible outside.
     private = [Path("/tmp") / f"pwned-{tag}", Path("/dev/shm") / f"pwned-{tag}"]
     before = (REPO / "s3ft_jax" / "__init__.py").read_bytes()
@@ -294,19 +296,26 @@ def test_host_filesystem_is_untouched(tmp_path):
         import os
         OUTSIDE = {[str(t) for t in outside]!r}
         PRIVATE = {[str(t) for t in private]!r}
+        def on_host(path):
+            # A write that succeeded counts unless it landed on the sandbox's own scratch tmpfs
+            # (its /tmp and /dev/shm): with the checkout in /tmp, a path such as OUTSIDE[0]
+            # may name a file of the private /tmp, which is no host write.
+            return os.stat(path).st_dev not in {{os.stat("/tmp").st_dev, os.stat("/dev/shm").st_dev}}
         def write_outside():
             done = []
             for path in OUTSIDE:
                 try:
                     with open(path, "a") as f:
                         f.write("pwned")
-                    done.append(path)
+                    if on_host(path):
+                        done.append(path)
                 except OSError:
                     pass
             for path in ("/work", "/", os.path.dirname(os.__file__), "/root", "/home"):
                 try:
                     os.mkdir(os.path.join(path, "pwned-{tag}"))
-                    done.append(path)
+                    if on_host(os.path.join(path, "pwned-{tag}")):
+                        done.append(path)
                 except OSError:
                     pass
             return done
@@ -314,10 +323,12 @@ def test_host_filesystem_is_untouched(tmp_path):
             for path in PRIVATE + [os.path.expanduser("~/scratch")]:
                 with open(path, "w") as f:
                     f.write("fine")
+            assert not any(on_host(path) for path in PRIVATE)
             return os.getcwd()
     """
     result, _ = _run(program, ['assert write_inside() == "/tmp/work"', "assert write_outside() != []"])
     assert result.status == "failed" and "test 2" in result.detail and "got []" in result.detail, result
+    # The host itself, whatever the sandbox saw.
     for target in outside[:-1] + private:
         assert not target.exists(), target
     assert (REPO / "s3ft_jax" / "__init__.py").read_bytes() == before

@@ -119,3 +119,25 @@ def test_report_compares_each_method_with_sft_on_the_same_questions_and_texts(tm
             "average drop: smaller than sft's (better); drift on base's responses: smaller than sft's (better).") in report
     assert report.index("drift on base's responses: smaller than sft's (better).") < report.index(SEED_CAVEAT)
     assert "| sft - sft |" not in report and "| base - sft |" not in report
+
+
+def test_between_seed_intervals_use_student_t():
+    from scipy import stats
+
+    from s3ft_jax.evaluation.intervals import seed_difference, seed_interval, t_quantile_975
+
+    for df in (1, 2, 5, 30, 31, 60, 500):
+        assert t_quantile_975(df) == pytest.approx(stats.t.ppf(0.975, df), abs=2e-4)
+    one = seed_interval([0.25])
+    assert one["mean"] == 0.25 and one["low"] is None and one["n"] == 1
+    three = seed_interval([1.0, 2.0, 3.0])  # sd 1: half-width t(2) / sqrt(3)
+    assert three["mean"] == 2.0 and three["sd"] == pytest.approx(1.0)
+    assert three["high"] - three["mean"] == pytest.approx(4.3026527 / 3 ** 0.5)
+    assert seed_interval([]) is None
+    # Welch: a = 1,2,3 and b = 4,6,8; se^2 = 1/3 + 4/3, df = 2.94 (rounded down to 2, conservative)
+    diff = seed_difference([1.0, 2.0, 3.0], [4.0, 6.0, 8.0])
+    assert diff["diff"] == -4.0 and diff["stderr"] == pytest.approx((5 / 3) ** 0.5)
+    assert diff["high"] - diff["diff"] == pytest.approx(4.3026527 * (5 / 3) ** 0.5)
+    assert seed_difference([1.0], [2.0, 3.0])["low"] is None
+    same = seed_difference([1.0, 1.0], [1.0, 1.0])
+    assert same["low"] == same["high"] == 0.0

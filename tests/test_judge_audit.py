@@ -287,14 +287,16 @@ def test_the_build_audits_its_judge_once_per_change(tmp_path):
     stage_dir = tmp_path / "build"
 
     def run(generator, **overrides):
-        result = build("s3ft", tmp_path, make_builder(make_config("gsm8k", 6, **overrides), stage_dir, generator))
+        config = make_config("gsm8k", 6, **{"build.leak_filter_s3ft": True, **overrides})
+        result = build("s3ft", tmp_path, make_builder(config, stage_dir, generator))
         return {s.name: s.status for s in result.stages}["judge_audit"], json.loads((stage_dir / "judge_audit.json").read_text())
 
     status, summary = run(Scripted(stage_dir, "gsm8k", right, leak))
     assert status == "ran" and summary["split"] == "train"
     assert (summary["gold"]["n"], summary["gold"]["accepted"], summary["perturbed"]["false_accepts"]) == (6, 6, 0)
     predictions, paraphrases = summary["build"]["predictions"], summary["build"]["paraphrases"]
-    assert (predictions["n"], predictions["accepted"]) == (6, len(right["predict"]))
+    assert (predictions["n"], predictions["accepted"], predictions["how"]) == (6, len(right["predict"]), {"marker": 6})
+    assert summary["gold"]["how"] == summary["perturbed"]["how"] == {"marker": 6}
     assert paraphrases["n"] == 6 - len(right["predict"]) and paraphrases["how"]["leak"] == len(leak)
     rows = [json.loads(line) for line in (stage_dir / "judge_audit.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == ids
@@ -307,5 +309,6 @@ def test_the_build_audits_its_judge_once_per_change(tmp_path):
     assert status == "ran" and summary["gold"]["n"] == 2 and summary["build"]["predictions"]["n"] == 6
     assert any(p.name.startswith("judge_audit-") for p in (stage_dir / "stale").iterdir())
     (stage_dir / "judge_audit.json").unlink()
-    result = build("s3ft", tmp_path, make_builder(make_config("gsm8k", 6, **{"judge.audit": False}), stage_dir, refuse))
+    config = make_config("gsm8k", 6, **{"build.leak_filter_s3ft": True, "judge.audit": False})
+    result = build("s3ft", tmp_path, make_builder(config, stage_dir, refuse))
     assert "judge_audit" not in {s.name for s in result.stages} and not (stage_dir / "judge_audit.json").exists()

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from s3ft_jax.errors import S3FTError
-from s3ft_jax.judges.math import extract_answer, is_correct
+from s3ft_jax.judges.math import Reading, extract_answer, is_correct, read_answer
 from s3ft_jax.tasks.gsm8k import gold_answer, normalize_gold_solution
 from tests.conftest import shared_data_dir
 
@@ -179,3 +179,64 @@ def test_gsm8k_different_golds_mostly_mismatch(gsm8k):
     rows = gsm8k["test"]
     matches = sum(is_correct(a["answer"], b["answer"]) for a, b in zip(rows, rows[1:]))
     assert matches / (len(rows) - 1) < 0.05
+
+
+# The answer line's final value: an expression after the marker means its result.
+FINAL_VALUE_CASES = [
+    # (response, the stated result, an operand or a checked value that must not be read)
+    ("Therefore, the answer is 3 * 4 = 12.", "12", "3"),
+    ("The answer is 3 * 4.", "12", "3"),
+    ("The answer is 3 x 4 = 12 eggs.", "12", "4"),
+    ("The answer is $1,200 + $300 = $1,500.", "1500", "1200"),
+    ("The answer is (3 + 4) * 2 = 14", "14", "7"),
+    ("The answer is 3 * (4 + 2) = 18 dollars.", "18", "3"),
+    ("The answer is 20 - 5 = 15.", "15", "20"),
+    ("The answer is 10 / 4 = 2.5 hours.", "2.5", "10"),
+    ("The answer is 12 (4 + 8 from Monday).", "12", "8"),
+    ("The answer is 12.\nCheck: 3 * 5 = 15", "12", "15"),
+    ("The answer is 7 because 3 + 4 = 7 and 2 + 2 = 4.", "7", "4"),
+    ("The answer is:\n\n**42**", "42", "0"),
+    ("\\boxed{3 \\times 4 = 12}", "12", "3"),
+    ("The final answer is 6 * 7 = 42 cookies.\n\nDone in 3 steps.", "42", "3"),
+]
+
+
+@pytest.mark.parametrize("response, result, operand", FINAL_VALUE_CASES)
+def test_the_answer_is_the_result_of_the_stated_expression(response, result, operand):
+    assert is_correct(response, result)
+    assert not is_correct(response, operand)
+    assert read_answer(response).how == "marker"
+
+
+def test_how_the_answer_was_read():
+    assert read_answer("So she has 18 eggs.").how == "last_number"
+    assert read_answer("I cannot tell.") == Reading(None, "no_answer", False)
+    # `stated`: the value visibly ended before the text did (what a cut response must show)
+    assert read_answer("The answer is 12.\n").stated and read_answer("The answer is 12 apples").stated
+    assert not read_answer("The answer is 12").stated  # could have gone on: 125
+    assert not read_answer("The answer is 12.").stated  # could have gone on: 12.5
+    assert not read_answer("Then 3 + 4 = 7 and so on").stated  # no marker
+
+
+def _judge_gsm8k(responses, finish_reasons, **settings):
+    from s3ft_jax.judges.settings import JudgeSettings
+    from s3ft_jax.judges.verdict import Judge
+    from s3ft_jax.tasks import TaskSettings, get_task
+    from s3ft_jax.tasks.base import Example
+
+    example = Example("e", {"question": "q"}, "3 * 4 = 12.\nThe answer is 12.", "12")
+    return Judge(get_task(TaskSettings(name="gsm8k")), JudgeSettings(**settings))([example] * len(responses), responses, finish_reasons)
+
+
+def test_answers_cut_at_the_token_limit_are_refused_unless_stated_before_the_cut():
+    responses = ["First 3 * 4 = 12, so then we add", "The answer is 12.\nLet me check again: 3 * 4", "The answer is 12", "First 3 * 4 = 12"]
+    cut = _judge_gsm8k(responses, ["length"] * 4)
+    assert [v.correct for v in cut] == [False, True, False, False]
+    assert [v.how for v in cut] == ["truncated", "marker", "truncated", "truncated"]
+    # Ended by EOS or a stop string, the same texts keep their verdicts; judge.accept_truncated keeps them too.
+    ended = _judge_gsm8k(responses, ["eos", "stop", "eos", "eos"])
+    assert [v.correct for v in ended] == [True, True, True, True]
+    assert [v.correct for v in _judge_gsm8k(responses, ["length"] * 4, accept_truncated=True)] == [True] * 4
+    # A wrong cut answer stays wrong, with the judge's own reason.
+    (wrong,) = _judge_gsm8k(["The answer is 13.\nCheck"], ["length"])
+    assert not wrong.correct and wrong.how == "marker"

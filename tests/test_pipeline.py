@@ -22,7 +22,7 @@ def test_run_all_methods_then_rerun_is_a_no_op(embedded_home, tmp_path, capsys):
                   "Judge audit: gsm8k (numeric judge, train split)"):
         assert title in out
     audit = json.loads((workdir / "build" / "judge_audit.json").read_text())
-    assert audit["gold"]["n"] == 4 and audit["build"]["predictions"]["n"] == audit["build"]["paraphrases"]["n"] == 4
+    assert audit["gold"]["n"] == 4 and audit["build"]["predictions"]["n"] == audit["build"]["sdft paraphrases"]["n"] == 4
 
     for method in ("sft", "sdft", "s3ft"):
         rows = [json.loads(line) for line in (workdir / method / "dataset.jsonl").read_text().splitlines()]

@@ -15,14 +15,16 @@ import json
 import math
 import os
 import struct
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from s3ft_jax.judges.sandbox import boot, channel, judging, kernel, lockdown, proxies
+from s3ft_jax.judges.sandbox import boot, channel, judging, kernel, lockdown, namespaces, proxies
 from s3ft_jax.judges.sandbox.launcher import HARNESS_MODULES, harness_sources, interpreter_command
 
 pytestmark = pytest.mark.fast  # `make test-fast`
@@ -127,6 +129,55 @@ def test_boot_loads_the_harness_as_one_package():
     finally:
         for name in [n for n in sys.modules if n == package or n.startswith(package + ".")]:
             del sys.modules[name]
+
+
+# ---------------------------------------------------------------------------------------------
+# Where the interpreter's directories go in the sandbox's mount namespace (H0's plan).
+
+
+@pytest.fixture
+def private_folders():
+    """Two `mktemp -d`-like folders (mode 0700): one in /tmp, one in /var/tmp."""
+    made = [Path(tempfile.mkdtemp(dir=parent)) for parent in ("/tmp", "/var/tmp")]
+    yield made
+    for folder in made:
+        shutil.rmtree(folder)
+
+
+def test_paths_under_tmp_are_rebuilt_on_a_scaffold_of_their_own(private_folders):
+    in_tmp, _ = private_folders
+    venv_bin = in_tmp / "clone" / ".venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    # The private /tmp hides the host's: the folder becomes a (read-only) scaffold whether the
+    # sandbox uid may traverse it or not, never a mask of a path the private /tmp lacks.
+    for as_other_uid in (True, False):
+        assert namespaces.masked_paths([str(venv_bin), "/usr"], as_other_uid, []) == [str(in_tmp)]
+    assert namespaces.scaffold_of(str(venv_bin)) == str(in_tmp)
+    assert namespaces.scaffold_of("/tmp/work/clone/.venv/bin") == "/tmp/work/clone"  # /tmp/work stays writable
+    assert namespaces.masked_paths(["/usr"], True, []) == []
+
+
+def test_requested_masks_and_untraversable_folders_outside_tmp(private_folders):
+    in_tmp, in_var_tmp = private_folders
+    venv_bin = in_var_tmp / "venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    # A 0700 folder hides only from another uid; /var/tmp, when asked for, covers it.
+    assert namespaces.masked_paths([str(venv_bin)], True, []) == [str(in_var_tmp)]
+    assert namespaces.masked_paths([str(venv_bin)], False, []) == []
+    assert namespaces.masked_paths([str(venv_bin)], True, ["/var/tmp"]) == ["/var/tmp"]
+    # Requests under /tmp, /dev or /proc (which get their own mounts), relative or absent are dropped.
+    requested = [str(in_tmp), "/tmp", "/dev/shm", "/proc/sys", "relative", "/", str(in_var_tmp / "absent"), "/etc"]
+    assert namespaces.masked_paths(["/usr"], False, requested) == ["/etc"]
+
+
+@pytest.mark.parametrize("path", ["/tmp", "/tmp/work", "/dev/shm/python", "/proc/self"])
+def test_an_interpreter_where_the_sandbox_mounts_its_own_is_refused(path):
+    why = namespaces.unexposable(["/usr", path])
+    assert why and path in why and "\n" not in why
+
+
+def test_an_interpreter_elsewhere_is_accepted():
+    assert namespaces.unexposable(["/usr", "/tmp/tmp.abc/.venv/bin", "/tmp/work/clone/bin", "/tmp/workshop"]) is None
 
 
 # ---------------------------------------------------------------------------------------------

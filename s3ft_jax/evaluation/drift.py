@@ -15,7 +15,7 @@ pipeline uses two kinds: the base model's own greedy responses to held-out task 
 (context = the chat prompt, continuation = the generated tokens) and the generalization
 benchmarks' prompts with their gold continuations, scored whole (context = the BOS token).
 
-Batching and sharding follow `loglikelihood.score_tokens`: requests sorted by length,
+Batching and sharding follow `sampling.scoring.score_tokens`: requests sorted by length,
 left-padded to bucketed lengths, rows split over the mesh's batch axes, and only the last C
 positions (C = the bucketed longest continuation of the batch) go through the LM head. The
 [B, C, V] log-softmaxes of both models stay on the device; one float per row comes back.
@@ -33,7 +33,8 @@ import numpy as np
 from flax import nnx
 
 from s3ft_jax.evaluation.intervals import ratio_mean
-from s3ft_jax.evaluation.loglikelihood import DEFAULT_BATCH_TOKENS, _pow2, _rows_for, encode_pair
+from s3ft_jax.evaluation.loglikelihood import encode_pair
+from s3ft_jax.sampling.scoring import DEFAULT_BATCH_TOKENS, _pow2, _rows_for
 from s3ft_jax.models.llama import ForwardSpec, hidden_states, logits_from_hidden, positions_from_mask
 from s3ft_jax.progress import progress_bar
 from s3ft_jax.sampling.sampler import TRACE_COUNTS, batch_multiple

@@ -16,7 +16,6 @@ class JudgeSettings:
     # For tasks judged by an LLM: its yes/no, the heuristics (exact match, contains), or either.
     mode: str = "llm_or_heuristic"
     model: str = ""  # the LLM judge's model; empty: the model being judged's base
-    max_new_tokens: int = 8
     code_timeout_s: float = 10.0
     code_workers: int = 0  # 0: one per CPU core
     # Paraphrases must keep the gold's solution, not only its final answer (judges/solution.py).
@@ -31,8 +30,8 @@ class JudgeSettings:
     def __post_init__(self):
         if self.mode not in LLM_MODES:
             raise ConfigError(f"judge.mode must be llm, heuristic or llm_or_heuristic, got {self.mode!r}")
-        if self.code_timeout_s <= 0 or self.max_new_tokens <= 0 or self.code_workers < 0:
-            raise ConfigError("judge.code_timeout_s and judge.max_new_tokens must be positive, judge.code_workers >= 0")
+        if self.code_timeout_s <= 0 or self.code_workers < 0:
+            raise ConfigError("judge.code_timeout_s must be positive, judge.code_workers >= 0")
         if self.audit_limit < 0:
             raise ConfigError(f"judge.audit_limit must be >= 0 (0: every example), got {self.audit_limit}")
         if not 0 < self.keep_solution_fraction <= 1:
@@ -48,7 +47,7 @@ class JudgeSettings:
         inputs = {"kind": task.judge, "options": dict(task.options), "rules": RULES_VERSION,
                   "accept_truncated": self.accept_truncated}
         if task.judge == "llm":
-            inputs |= {"mode": self.mode, "prompt": task.prompts.judge, "max_new_tokens": self.max_new_tokens,
+            inputs |= {"mode": self.mode, "prompt": task.prompts.judge,
                        "model": model_id if not self.model else self.model}
         if task.judge == "code":
             inputs |= {"timeout_s": self.code_timeout_s}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Sequence
 
@@ -43,14 +44,14 @@ class Verdict:
 
 class Judge:
     """Decides correctness for a task. The LLM judge needs a model and tokenizer (the base
-    model unless `judge.model` names another) and generates through the sampler."""
+    model unless `judge.model` names another) and reads its yes/no probabilities."""
 
     def __init__(self, task: Task, settings: JudgeSettings = JudgeSettings(), *, model=None, tokenizer=None,
                  llm_batch_size: int = 32):
         self.task, self.settings, self.mode = task, settings, settings.mode
         self.model, self.tokenizer = model, tokenizer
         self.llm_batch_size = llm_batch_size
-        self._engine = None  # the LLM judge's SamplerEngine, built on its first question and kept
+        self._answer_tokens: tuple[list[int], list[int]] | None = None  # the LLM judge's yes/no token ids
         if task.judge == "code":
             from s3ft_jax.judges.code import check_sandbox
 
@@ -64,27 +65,59 @@ class Judge:
             raise ValueError("one response (and finish reason) per example")
         kind = self.task.judge
         if kind == "numeric":
-            from s3ft_jax.judges.math import extract_answer, is_correct
+            verdicts = [self._numeric(e, r) for e, r in zip(examples, responses)]
+        elif kind == "exact":
+            verdicts = [Verdict(text.exact_match(r, e.reference), "normalised exact match", "exact") for e, r in zip(examples, responses)]
+        elif kind == "regex":
+            verdicts = [self._regex(e, r) for e, r in zip(examples, responses)]
+        elif kind == "code":
+            verdicts = self._code(examples, responses)
+        elif kind == "llm":
+            verdicts = self._llm(examples, responses)
+        else:
+            raise ConfigError(f"unknown judge {kind!r}")
+        if finish_reasons is None or self.settings.accept_truncated:
+            return verdicts
+        return [self._refuse_truncated(v, r) if reason == "length" and v.correct else v
+                for v, r, reason in zip(verdicts, responses, finish_reasons)]
 
-            return [Verdict(is_correct(r, str(e.reference)), f"answer={extract_answer(r)} gold={e.reference}") for e, r in zip(examples, responses)]
-        if kind == "exact":
-            return [Verdict(text.exact_match(r, e.reference), "normalised exact match") for e, r in zip(examples, responses)]
-        if kind == "regex":
-            return [self._regex(e, r) for e, r in zip(examples, responses)]
-        if kind == "code":
-            return self._code(examples, responses)
-        if kind == "llm":
-            return self._llm(examples, responses)
-        raise ConfigError(f"unknown judge {kind!r}")
+    def _refuse_truncated(self, verdict: Verdict, response: str) -> Verdict:
+        """A response cut at the token limit is accepted only when it stated its answer before
+        the cut: numeric, a complete answer clause after a marker; code, a closed program; regex,
+        the pattern's match. Open answers (exact, llm) have no marker, so a cut one is refused."""
+        kind = self.task.judge
+        if kind == "numeric":
+            from s3ft_jax.judges.math import read_answer
+
+            reading = read_answer(response)
+            stated = reading.how == "marker" and reading.stated
+        elif kind == "code":
+            stated = _closes_program(response, self.task.stop)
+        else:
+            stated = kind == "regex"
+        if stated:
+            return verdict
+        return Verdict(False, f"cut at the token limit with no answer stated before the cut; {verdict.detail}"[:300],
+                       "truncated", verdict.margin)
+
+    def _numeric(self, example: Example, response: str) -> Verdict:
+        from s3ft_jax.judges.math import read_answer
+        from s3ft_jax.tasks.gsm8k import gold_value
+        from s3ft_jax.tasks.numbers import format_number
+
+        reading = read_answer(response)
+        answer = None if reading.value is None else format_number(reading.value)
+        correct = reading.value is not None and reading.value == gold_value(str(example.reference))
+        return Verdict(correct, f"answer={answer} gold={example.reference}", reading.how)
 
     def _regex(self, example: Example, response: str) -> Verdict:
         pattern = re.compile(self.task.options["regex"])
         matches = list(pattern.finditer(response))
         if not matches:
-            return Verdict(False, "pattern not found")
+            return Verdict(False, "pattern not found", "no_answer")
         last = matches[-1]
         answer = last.group(1) if pattern.groups else last.group(0)
-        return Verdict(text.exact_match(answer, example.reference), f"answer={answer!r}")
+        return Verdict(text.exact_match(answer, example.reference), f"answer={answer!r}", "regex")
 
     def _code(self, examples, responses) -> list[Verdict]:
         from s3ft_jax.judges.code import CodeJob, run_many
@@ -92,43 +125,84 @@ class Judge:
         extract = self.task.extract_program or (lambda r: r)
         jobs = [CodeJob(extract(r), list(e.reference["tests"]), e.reference.get("setup", "")) for e, r in zip(examples, responses)]
         results = run_many(jobs, workers=self.settings.code_workers or None, timeout_s=self.settings.code_timeout_s)
-        return [Verdict(res.passed, f"{res.status}: {res.detail}"[:300]) for res in results]
+        return [Verdict(res.passed, f"{res.status}: {res.detail}"[:300], f"sandbox:{res.status}") for res in results]
 
     def _llm(self, examples, responses) -> list[Verdict]:
         heuristic = [
             (text.exact_match(r, e.reference), text.contains_answer(r, e.reference), text.f1(r, e.reference))
             for e, r in zip(examples, responses)
         ]
-        llm: list[bool | None] = [None] * len(examples)
-        raw: list[str] = [""] * len(examples)
+        margins: list[float | None] = [None] * len(examples)
         if self.mode != "heuristic":
-            llm, raw = self._ask_model(examples, responses)
+            margins = self._ask_model(examples, responses)
         verdicts = []
-        for (em, contains, f1), said, words in zip(heuristic, llm, raw):
+        for (em, contains, f1), margin in zip(heuristic, margins):
+            said = margin is not None and margin > 0
             by_heuristic = em or contains
-            correct = {"llm": bool(said), "heuristic": by_heuristic, "llm_or_heuristic": bool(said) or by_heuristic}[self.mode]
-            verdicts.append(Verdict(correct, f"llm={words.strip()[:20]!r} em={int(em)} contains={int(contains)} f1={f1:.2f}"))
+            correct = {"llm": said, "heuristic": by_heuristic, "llm_or_heuristic": said or by_heuristic}[self.mode]
+            how = "llm" if self.mode == "llm" or said or (self.mode == "llm_or_heuristic" and not by_heuristic) else "heuristic"
+            llm = "" if margin is None else f"llm={'yes' if said else 'no'} margin={margin:+.3f} "
+            verdicts.append(Verdict(correct, f"{llm}em={int(em)} contains={int(contains)} f1={f1:.2f}", how, margin))
         return verdicts
 
-    def _ask_model(self, examples, responses) -> tuple[list[bool], list[str]]:
-        from s3ft_jax.sampling import SamplerEngine, SamplingOptions, render_chat
+    def _ask_model(self, examples, responses) -> list[float]:
+        """log p(yes) - log p(no) for the judge prompt's next token, from one scoring pass (the
+        way lm-eval scores multiple choice), not from parsing generated text: each side sums
+        the probabilities of its one-token spellings ("Yes", "yes", " yes", ...)."""
+        from s3ft_jax.sampling import render_chat
+        from s3ft_jax.sampling.engine import encode_prompts
+        from s3ft_jax.sampling.scoring import score_tokens
 
         if self.model is None or self.tokenizer is None:
             raise ConfigError("the llm judge needs a model (judge.mode=heuristic judges without one)")
-        if self._engine is None:  # the weights' sampling copy, made once for every batch judged
-            self._engine = SamplerEngine(self.model)
-        prompts = [
+        if self._answer_tokens is None:
+            self._answer_tokens = answer_tokens(self.tokenizer)
+        yes, no = self._answer_tokens
+        prompts = encode_prompts(self.tokenizer, [
             render_chat(self.tokenizer, [{"role": "user", "content": self.task.render(
                 self.task.prompts.judge, e, golds=" | ".join(map(str, e.reference)), response=r.strip())}])
             for e, r in zip(examples, responses)
-        ]
-        options = SamplingOptions(max_new_tokens=self.settings.max_new_tokens, batch_size=self.llm_batch_size)
-        out = self._engine.generate(self.tokenizer, prompts, options)
-        said = [parse_yes_no(g.text) for g in out]
-        return said, [g.text for g in out]
+        ])
+        pairs = [(ids, [t]) for ids in prompts for t in (*yes, *no)]
+        scores = score_tokens(self.model, pairs, batch_size=self.llm_batch_size,
+                              pad_id=getattr(self.tokenizer, "pad_token_id", None) or 0)
+        per = len(yes) + len(no)
+        out = []
+        for n in range(len(prompts)):
+            row = [lp for lp, _ in scores[n * per:(n + 1) * per]]
+            out.append(_logsumexp(row[:len(yes)]) - _logsumexp(row[len(yes):]))
+        return out
 
 
-def parse_yes_no(answer: str) -> bool:
-    """True only for an answer whose first word is yes (anything unclear counts as no)."""
-    words = re.findall(r"[a-z]+", answer.lower())
-    return bool(words) and words[0] in ("yes", "correct", "true")
+# The judge's two answers, as a reply would start them.
+YES_SPELLINGS = ("Yes", "yes", "YES", " Yes", " yes")
+NO_SPELLINGS = ("No", "no", "NO", " No", " no")
+
+
+def answer_tokens(tokenizer) -> tuple[list[int], list[int]]:
+    """The single-token spellings of yes and of no in this vocabulary (distinct, in order)."""
+    def single(words):
+        ids = []
+        for w in words:
+            enc = tokenizer(w, add_special_tokens=False)["input_ids"]
+            if len(enc) == 1 and enc[0] not in ids:
+                ids.append(int(enc[0]))
+        return ids
+
+    yes, no = single(YES_SPELLINGS), single(NO_SPELLINGS)
+    if not yes or not no or set(yes) & set(no):
+        raise ConfigError("the llm judge's tokenizer has no single-token 'yes' and 'no'")
+    return yes, no
+
+
+def _logsumexp(values: Sequence[float]) -> float:
+    top = max(values)
+    return top + math.log(sum(math.exp(v - top) for v in values))
+
+
+def _closes_program(response: str, stop: Sequence[str]) -> bool:
+    """Whether a code response closed its program before the cut: a stop marker ([DONE]) or a
+    code fence that closes an opened one."""
+    if any(s and s in response for s in stop):
+        return True
+    return response.count("```") >= 2

@@ -1,16 +1,23 @@
 """Algorithm 1 as resumable stages: predict -> judge -> paraphrase failures -> judge -> D'.
 
-    examples         the task's training split (optionally the first `task.limit`)
-    predict          the base model's answers, prediction prompt          (s3ft)
-    judge_predict    their verdicts                                       (s3ft)
-    paraphrase       answers written with the gold shown as a reference   (s3ft: failures; sdft: all)
-    judge_paraphrase meta-text leak check, then the task's judge          (s3ft, sdft)
-    D'               one target per example: own, paraphrase or gold
-    judge_audit      the judge on the golds and perturbed golds (judge.audit; s3ft/judge_audit.py)
+    examples              the task's training split (optionally the first `task.limit`)
+    predict               the base model's answers, prediction prompt                (s3ft)
+    judge_predict         their verdicts                                             (s3ft)
+    paraphrase            failures rewritten with the gold shown, S3FT's prompt      (s3ft)
+    judge_paraphrase      the task's judge (+ the leak filter if build.leak_filter_s3ft)
+    paraphrase_sdft       every example distilled with SDFT's template               (sdft)
+    judge_paraphrase_sdft SDFT's meta-text rule, then the task's judge               (sdft)
+    D'                    one target per example: own, paraphrase or gold
+    judge_audit           the judge on the golds and perturbed golds (judge.audit; judge_audit.py)
 
-Stage files live in one directory shared by every method of a run (`<workdir>/build`), so
-`s3ft` and `sdft` reuse each other's paraphrases; each method's D' goes to its own file.
-Every stage resumes after a crash and is redone only when its inputs change (stages.py).
+SDFT (Yang et al., sail-sg/sdft eval/gen_distilled_data.py) keeps a distilled response when
+it passes their meta-text check and the task's answer check, else the gold; here the task's
+check is the task's judge, the one every method's verdicts come from. With
+build.sdft_template=s3ft, sdft's stages use S3FT's paraphrase prompt and the broad leak rule.
+
+Stage files live in one directory shared by every method of a run (`<workdir>/build`); each
+method's D' goes to its own file. Every stage resumes after a crash and is redone only when
+its inputs change (stages.py).
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from s3ft_jax import distributed
 from s3ft_jax.errors import ConfigError
 from s3ft_jax.judges.verdict import Judge
 from s3ft_jax.loader import LazyModel
-from s3ft_jax.s3ft.leaks import meta_text_leak
+from s3ft_jax.s3ft.leaks import find_leak
 from s3ft_jax.s3ft.settings import METHODS, BuildSettings
 from s3ft_jax.io import json_digest
 from s3ft_jax.s3ft.stages import Stage, atomic_write_jsonl, atomic_write_text, resumable_map
@@ -123,11 +130,21 @@ class Builder:
         gen = self._generation_stage("predict", self.task.prompts.prediction, [e.id for e in examples], self.task.prediction_prompt)
         return self._judged("judge_predict", gen, [e.id for e in examples])
 
-    def paraphrases(self, ids: Sequence[str]) -> dict[str, dict]:
-        gen = self._generation_stage("paraphrase", self.task.prompts.paraphrase, list(ids), self.task.paraphrase_prompt)
-        return self._judged("judge_paraphrase", gen, list(ids), check_leaks=True)
+    def paraphrases(self, ids: Sequence[str], method: str = "s3ft") -> dict[str, dict]:
+        """id -> {text, correct, leak, ...}: `method`'s paraphrases (s3ft or sdft) of `ids`, in
+        that method's own stages, since their prompts and rules differ."""
+        ids, prompts = list(ids), self.task.prompts
+        if method == "sdft" and self.settings.sdft_template == "sdft":
+            template = {"template": "sdft", "distill": prompts.distill, "prefix": prompts.distill_prefix}
+            gen = self._generation_stage("paraphrase_sdft", template, ids, self.task.distill_prompt, prefix=prompts.distill_prefix)
+        else:
+            name = "paraphrase_sdft" if method == "sdft" else "paraphrase"
+            gen = self._generation_stage(name, prompts.paraphrase, ids, self.task.paraphrase_prompt)
+        return self._judged(f"judge_{gen.name}", gen, ids, leak_rule=self.settings.leak_rule(method), paraphrase=True)
 
-    def _generation_stage(self, name: str, template: str, ids: list[str], render) -> Stage:
+    def _generation_stage(self, name: str, template, ids: list[str], render, prefix: str = "") -> Stage:
+        """`prefix`: the start of the answer, written for the model to continue (not part of
+        the generated text)."""
         by_id = {e.id: e for e in self.examples()}
         stage = Stage(self.dir, name, {"examples": self._examples_fp, "model": self.model_id, "prompt": template,
                                        "sampling": self.sampling_inputs()})
@@ -138,7 +155,8 @@ class Builder:
         todo = [i for i in ids if json.dumps(i) not in done]
         if todo:
             prompts = stage.path("prompts.jsonl")
-            atomic_write_jsonl(prompts, ({"id": i, "messages": [{"role": "user", "content": render(by_id[i])}]} for i in todo))
+            begun = [{"role": "assistant", "content": prefix}] if prefix else []
+            atomic_write_jsonl(prompts, ({"id": i, "messages": [{"role": "user", "content": render(by_id[i])}, *begun]} for i in todo))
             self.generator(prompts, output, True)
             if distributed.is_writer():
                 prompts.unlink(missing_ok=True)
@@ -149,11 +167,15 @@ class Builder:
         self._log(name, status, len(ids), t)
         return stage
 
-    def _judged(self, name: str, generation: Stage, ids: list[str], check_leaks: bool = False) -> dict[str, dict]:
+    def _judged(self, name: str, generation: Stage, ids: list[str], leak_rule: str | None = None,
+                paraphrase: bool = False) -> dict[str, dict]:
+        """Verdicts on a generation stage's rows; `leak_rule` (leaks.py) rejects meta-text first."""
         by_id = {e.id: e for e in self.examples()}
         generated = read_done(generation.path("jsonl"))
-        inputs = {"generations": generation.fingerprint, "judge": self.judge_inputs(), "leaks": check_leaks}
-        keep = self.settings.judge.keep_solution and check_leaks  # paraphrases only
+        # True stands for the broad rule, as in the fingerprints written before there were two.
+        leaks_input = {None: False, "broad": True}.get(leak_rule, leak_rule)
+        inputs = {"generations": generation.fingerprint, "judge": self.judge_inputs(), "leaks": leaks_input}
+        keep = self.settings.judge.keep_solution and paraphrase
         if keep:  # absent when off, so runs from before the option keep their fingerprints
             inputs["keep_solution"] = self.settings.judge.keep_solution_fraction
         stage = Stage(self.dir, name, inputs)
@@ -164,7 +186,7 @@ class Builder:
         def work(indices: list[int]) -> list[dict]:
             rows = [generated[json.dumps(ids[n])] for n in indices]
             texts = [self._as_target(r) for r in rows]
-            leaks = [meta_text_leak(text) if check_leaks else None for text in texts]
+            leaks = [find_leak(leak_rule, text) if leak_rule else None for text in texts]
             to_judge = [n for n, leak in enumerate(leaks) if leak is None]
             verdicts = self.judge()([by_id[rows[n]["id"]] for n in to_judge], [rows[n]["text"] for n in to_judge],
                                     [rows[n]["finish_reason"] for n in to_judge]) if to_judge else []
@@ -202,10 +224,10 @@ class Builder:
             row["correct"], row["detail"] = False, f"dropped the solution ({why}); {row['detail']}"
 
     def _as_target(self, row: dict) -> str:
-        """A generation as a training target: the stop string that cut it is put back (MBPP's
-        [DONE]), so own and paraphrased targets end like the gold ones."""
+        """A generation as a training target that ends exactly as the gold ones do: the stop
+        string (MBPP's [DONE]) closes it whether the stop cut it or the model ended with EOS."""
         text = row["text"].strip()
-        if row["finish_reason"] == "stop" and self.task.stop:
+        if self.task.stop and not text.endswith(self.task.stop[0]):
             text = f"{text}\n{self.task.stop[0]}"
         return text
 
@@ -231,7 +253,7 @@ class Builder:
             need = [e.id for e in examples]
         else:
             need = []
-        paraphrases = self.paraphrases(need) if need else {}
+        paraphrases = self.paraphrases(need, method) if need else {}
         rows = []
         for e in examples:
             pred, para = predictions.get(e.id), paraphrases.get(e.id)
@@ -247,6 +269,7 @@ class Builder:
                 "prediction_detail": pred and pred["detail"],
                 "paraphrase": para and para["text"], "paraphrase_correct": para and para["correct"],
                 "paraphrase_leak": para and para["leak"], "paraphrase_detail": para and para["detail"],
+                "prediction_how": pred and pred.get("how"), "paraphrase_how": para and para.get("how"),
             })
             if para and "kept_solution" in para:  # only with judge.keep_solution
                 rows[-1]["paraphrase_kept_solution"] = para["kept_solution"]
@@ -267,6 +290,9 @@ def dataset_stats(method: str, rows: list[dict]) -> dict:
         "paraphrases": len(judged_para),
         "paraphrase_pass_rate": round(sum(r["paraphrase_correct"] for r in judged_para) / len(judged_para), 4) if judged_para else None,
         "paraphrase_leaks": sum(1 for r in judged_para if r["paraphrase_leak"]),
+        # Cut at the token limit with no answer stated before the cut (judge.accept_truncated).
+        "refused_truncated": {"prediction": sum(1 for r in judged_pred if r.get("prediction_how") == "truncated"),
+                              "paraphrase": sum(1 for r in judged_para if r.get("paraphrase_how") == "truncated")},
         # judge.keep_solution: right final answer, but the gold's solution dropped.
         "paraphrase_dropped_solution": sum(1 for r in judged_para if r.get("paraphrase_kept_solution") is False),
     }
@@ -293,9 +319,9 @@ def build(method: str, out_dir: Path, builder: Builder) -> BuildResult:
 
 
 def format_summary(results: Sequence[BuildResult], stages: Sequence[StageLog]) -> str:
-    lines = ["stage              status     rows   seconds"]
+    lines = ["stage                  status     rows   seconds"]
     for s in stages:
-        lines.append(f"{s.name:<18} {s.status:<8} {s.rows:>6} {s.seconds:>9.1f}")
+        lines.append(f"{s.name:<22} {s.status:<8} {s.rows:>6} {s.seconds:>9.1f}")
     lines.append("")
     lines.append("method  examples   own          paraphrase   gold         D'")
     for r in results:

@@ -24,7 +24,7 @@ from s3ft_jax.sampling.queue import read_done
 
 NAME = "judge_audit"
 # The build's stages whose verdicts the summary counts, by the name the summary gives them.
-JUDGED = {"predictions": "judge_predict", "paraphrases": "judge_paraphrase"}
+JUDGED = {"predictions": "judge_predict", "paraphrases": "judge_paraphrase", "sdft paraphrases": "judge_paraphrase_sdft"}
 
 
 def run_judge_audit(builder) -> dict:

@@ -28,6 +28,7 @@ from s3ft_jax.progress import progress_bar
 from s3ft_jax.sampling.chat import render_chat
 from s3ft_jax.sampling.engine import Generation, SamplerEngine
 from s3ft_jax.sampling.options import SamplingOptions
+from s3ft_jax.sampling.prompts import prompt_kind, prompt_rows
 
 
 @dataclasses.dataclass
@@ -44,26 +45,13 @@ class QueueReport:
 
 
 def read_prompts(path: str | os.PathLike, tokenizer) -> tuple[list[str], list]:
-    """(ids, prompts) from an input JSONL, checked: every row has a unique id and one prompt."""
-    path = Path(path)
-    ids, prompts, seen = [], [], set()
-    for lineno, row in io.iter_jsonl(path, missing="prompt file {path} not found"):
-        if "id" not in row:
-            raise S3FTError(f"{path}:{lineno}: each row needs an 'id'")
-        key = json.dumps(row["id"])
-        if key in seen:
-            raise S3FTError(f"{path}:{lineno}: duplicate id {row['id']!r}")
-        seen.add(key)
-        if isinstance(row.get("prompt"), str) and row["prompt"]:
-            prompt = row["prompt"]
-        elif isinstance(row.get("messages"), list):
-            prompt = render_chat(tokenizer, row["messages"])
-        elif isinstance(row.get("prompt_ids"), list) and row["prompt_ids"]:
-            prompt = row["prompt_ids"]
-        else:
-            raise S3FTError(f"{path}:{lineno}: row needs a non-empty 'prompt', 'messages' or 'prompt_ids'")
+    """(ids, prompts) from an input JSONL, checked (`prompts.prompt_rows`): every row has a
+    unique id and one prompt."""
+    ids, prompts = [], []
+    for _, row in prompt_rows(path):
+        kind = prompt_kind(row)
         ids.append(row["id"])
-        prompts.append(prompt)
+        prompts.append(render_chat(tokenizer, row["messages"]) if kind == "messages" else row[kind])
     return ids, prompts
 
 

@@ -1,7 +1,8 @@
 """What a task is: examples, prompts (as data), output format and which judge decides.
 
 A task turns dataset rows into `Example`s. Every prompt is a `str.format` template over the
-example's `fields`; the paraphrase prompt also gets `{reference}`, the gold target. Prompts
+example's `fields`; the paraphrase prompt also gets `{reference}`, the gold target, and SDFT's
+distillation prompt `{reference}` and `{instruction}` (the rendered prediction prompt). Prompts
 live in one `TaskPrompts` per task and can be replaced from the config
 (`--config.task.prompts.prediction=...`), so the whole method runs on other wordings without
 code changes.
@@ -24,6 +25,24 @@ PARAPHRASE_SUFFIX = (
     "in the same format as the reference answer."
 )
 
+# SDFT's distillation templates (Yang et al., ACL 2024, arXiv:2402.13669), worded as in
+# sail-sg/sdft main.py (`alpaca_distill_using`, `alpaca_distill_refer`: the system text, then the
+# user slot with {{content}} = the instruction and {{resp}} = the gold). Their system text goes
+# first in the user turn, after a blank line (in their LLaMA-Factory the alpaca-style system
+# text was joined to "### Instruction:" with no separator at all).
+# `using`: their general instruction data (scripts/{alpaca,dolly,lima,openhermes}/sdft.sh).
+SDFT_DISTILL_USING = (
+    "Below are an instruction that describes a task along with a reference answer. "
+    "Using the reference answer as a guide, write your own response.\n\n"
+    "### Instruction:\n{instruction}\n\n### Reference Answer:\n{reference}\n\n### Response:\n"
+)
+# `refer`: their code and function-calling data (scripts/{magicoder,openfunction}/sdft.sh).
+SDFT_DISTILL_REFER = (
+    "Below are an instruction that describes a task along with a reference answer. "
+    "Refer to the reference answer and write your own response.\n\n"
+    "### Instruction:\n{instruction}\n\n### Reference Answer:\n{reference}\n\n### Response:\n"
+)
+
 JUDGES = ("numeric", "exact", "regex", "code", "llm")
 
 
@@ -44,6 +63,11 @@ class TaskPrompts:
     paraphrase: str = ""  # default: prediction + PARAPHRASE_SUFFIX
     training: str = ""  # default: prediction (the paper trains with the prediction prompt)
     judge: str = ""  # only for the llm judge
+    # Method sdft (build.sdft_template=sdft): SDFT's distillation prompt (default:
+    # SDFT_DISTILL_USING) and the start of the answer written for the model, which it continues
+    # (GSM8K: "Great! Let's think step by step. "); the target is the continuation alone.
+    distill: str = ""
+    distill_prefix: str = ""
 
     def resolved(self) -> "TaskPrompts":
         return TaskPrompts(
@@ -51,6 +75,8 @@ class TaskPrompts:
             paraphrase=self.paraphrase or self.prediction + PARAPHRASE_SUFFIX,
             training=self.training or self.prediction,
             judge=self.judge,
+            distill=self.distill or SDFT_DISTILL_USING,
+            distill_prefix=self.distill_prefix,
         )
 
     def with_overrides(self, overrides: Mapping[str, str]) -> "TaskPrompts":
@@ -70,6 +96,8 @@ class Task:
     # For the code judge: the program inside a response (e.g. between [BEGIN] and [DONE]).
     extract_program: Callable[[str], str] | None = None
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    # The files (or hf:/tfds: names) each split reads, as configured: what a message names.
+    files: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
     def render(self, template: str, example: Example, **extra: str) -> str:
         try:
@@ -77,7 +105,7 @@ class Task:
         except (KeyError, IndexError) as e:
             raise ConfigError(
                 f"task {self.name}: prompt template uses {{{e.args[0]}}}, but examples only have "
-                f"{', '.join(sorted(example.fields))}{' and reference' if 'reference' in extra else ''} "
+                f"{', '.join(sorted([*example.fields, *extra]))} "
                 "(write literal braces as {{ and }})"
             ) from None
 
@@ -86,6 +114,10 @@ class Task:
 
     def paraphrase_prompt(self, example: Example) -> str:
         return self.render(self.prompts.paraphrase, example, reference=example.gold)
+
+    def distill_prompt(self, example: Example) -> str:
+        """SDFT's distillation prompt: the instruction and the gold as its reference answer."""
+        return self.render(self.prompts.distill, example, reference=example.gold, instruction=self.prediction_prompt(example))
 
     def training_prompt(self, example: Example) -> str:
         return self.render(self.prompts.training, example)

@@ -8,18 +8,23 @@ A source is one of
   warm HF cache);
 - `tfds:NAME[:CONFIG]`, a TensorFlow Datasets builder (the optional `tfds` extra), e.g. read
   from a TFDS data dir on a TPU VM (`TFDS_DATA_DIR`).
-Rows come back as plain dicts; tasks map their fields.
+Rows come back as plain dicts; tasks map their fields. `load_rows` also says where each row
+is (`file:line`), so a task can name the line of a row that lacks a field it reads (`require`)
+or repeats an id (`check_unique_ids`): a missing answer must not train as the string "None".
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
+import re
+from collections.abc import Iterable
 from pathlib import Path
 
 from s3ft_jax.errors import S3FTError
-from s3ft_jax.io import read_jsonl
+from s3ft_jax.io import iter_jsonl
 from s3ft_jax.paths import data_dir as default_data_dir
 
 def resolve_data_dir(configured: str | None) -> Path:
@@ -31,12 +36,29 @@ def resolve_data_dir(configured: str | None) -> Path:
     return path
 
 
+@dataclasses.dataclass(frozen=True)
+class Where:
+    """Where a row is: line `line` of a local file, or row `line` of a hub/TFDS split."""
+
+    source: str
+    line: int
+    unit: str = "line"  # "row" for hub and TFDS splits
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.line}" if self.unit == "line" else f"{self.source} row {self.line}"
+
+
 def load_table(source: str, *, data_dir: Path | None = None, split: str = "train") -> list[dict]:
-    """Rows of one split of `source` (see the module doc)."""
-    if source.startswith("hf:"):
-        return _load_hub(source[3:], split)
-    if source.startswith("tfds:"):
-        return _load_tfds(source[5:], split)
+    """Rows of one split of `source` (see the module doc), every row with every column (None
+    where a row lacks one), as a table reader gives them."""
+    return _union_columns([row for _, row in load_rows(source, data_dir=data_dir, split=split)])
+
+
+def load_rows(source: str, *, data_dir: Path | None = None, split: str = "train") -> list[tuple[Where, dict]]:
+    """(where, row) for each row of one split of `source`, rows as the file has them."""
+    if source.startswith(("hf:", "tfds:")):
+        rows = _load_hub(source[3:], split) if source.startswith("hf:") else _load_tfds(source[5:], split)
+        return [(Where(f"{source} ({split})", i, "row"), row) for i, row in enumerate(rows, 1)]
     path = Path(source)
     if not path.is_absolute():
         if data_dir is None:
@@ -46,33 +68,73 @@ def load_table(source: str, *, data_dir: Path | None = None, split: str = "train
         raise S3FTError(f"missing data file {path}")
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        rows = read_jsonl(path)
+        lines = iter_jsonl(path)
     elif suffix == ".json":
-        rows = _read_json(path)
+        lines = _read_json(path)
     elif suffix == ".csv":
-        rows = _read_csv(path)
+        lines = _read_csv(path)
     else:
         raise S3FTError(f"{path}: unsupported data file type (use .jsonl, .json or .csv)")
-    return _union_columns(rows)
+    return [(Where(str(path), line), row) for line, row in lines]
 
 
-def _read_json(path: Path) -> list[dict]:
+def require(row: dict, where: Where, *fields: str) -> None:
+    """Each of `fields` is in `row` with a value: not null, not blank text, not an empty list
+    (nor one with a null or blank item). Else one line naming the row's `file:line`."""
+    for field in fields:
+        if field not in row:
+            raise S3FTError(f"{where}: no field {field!r} (the row has {', '.join(map(repr, row)) or 'no fields'})")
+        value = row[field]
+        items = value if isinstance(value, list) else [value]
+        if not items or any(v is None or (isinstance(v, str) and not v.strip()) for v in items):
+            raise S3FTError(f"{where}: field {field!r} is {'null' if value is None else 'empty'} ({json.dumps(value)[:40]})")
+
+
+def check_unique_ids(ids: Iterable[tuple[str, Where]]) -> None:
+    """No id twice: a repeated one would make two rows one wherever rows are found by id."""
+    first: dict[str, Where] = {}
+    for id_, where in ids:
+        if id_ in first:
+            seen = first[id_]
+            also = f"{seen.unit} {seen.line}" if seen.source == where.source else str(seen)
+            raise S3FTError(f"{where}: duplicate id {id_!r} (first on {also})")
+        first[id_] = where
+
+
+def _read_json(path: Path) -> list[tuple[int, dict]]:
     """A JSON array of objects, or JSON lines under a .json name (as `datasets` accepts)."""
+    text = path.read_text(encoding="utf-8")
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        data = json.loads(text)
     except json.JSONDecodeError as e:
         if e.msg == "Extra data":
-            return read_jsonl(path)
+            return list(iter_jsonl(path))
         raise S3FTError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
     if isinstance(data, dict):
-        data = [data]
+        return [(1, data)]
     if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
         raise S3FTError(f"{path}: expected a JSON array of objects (or one object per line)")
-    return data
+    return list(zip(_array_item_lines(text), data))
 
 
-def _read_csv(path: Path) -> list[dict]:
+_BETWEEN_ITEMS = re.compile(r"[ \t\r\n,]*")
+
+
+def _array_item_lines(text: str) -> list[int]:
+    """The line each item of a valid JSON array starts on (for messages that name `file:line`)."""
+    decoder, lines = json.JSONDecoder(), []
+    pos, line = text.index("[") + 1, text.count("\n", 0, text.index("[")) + 1
+    while True:
+        start = _BETWEEN_ITEMS.match(text, pos).end()
+        line += text.count("\n", pos, start)
+        if text[start] == "]":
+            return lines
+        lines.append(line)
+        _, pos = decoder.raw_decode(text, start)
+        line += text.count("\n", start, pos)
+
+
+def _read_csv(path: Path) -> list[tuple[int, dict]]:
     with open(path, encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f)
         if not reader.fieldnames:
@@ -81,7 +143,7 @@ def _read_csv(path: Path) -> list[dict]:
         for row in reader:
             if None in row:  # more cells than header names
                 raise S3FTError(f"{path}:{reader.line_num}: more values than the header's {len(reader.fieldnames)} columns")
-            rows.append(row)
+            rows.append((reader.line_num, row))  # the record's last line: its only one unless a quoted cell spans lines
     return rows
 
 

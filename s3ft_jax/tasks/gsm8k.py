@@ -12,7 +12,7 @@ from pathlib import Path
 
 from s3ft_jax.errors import S3FTError
 from s3ft_jax.tasks.base import Example, Task, TaskPrompts, check_split
-from s3ft_jax.tasks.data import load_table
+from s3ft_jax.tasks.data import load_rows, load_table, require
 from s3ft_jax.tasks.numbers import format_number, parse_number
 
 SPLITS = ("train", "test")
@@ -24,10 +24,25 @@ PREDICTION_PROMPT = (
     "Question: {question}"
 )
 
+# SDFT's GSM8K distillation template, `gsm8k_distill` in sail-sg/sdft main.py (the same words in
+# src/llmtuner/data/template.py of its `reproduce` branch): its system text, then
+# "{{content}}\n\n{{resp}}" (the question, then the gold), and the answer begun for the model
+# with "Great! Let's think step by step. ", which the model continues.
+DISTILL_PROMPT = (
+    "You are an expert in math. Below are a math question and its reference answer. "
+    "Refer to the reference answer and write a response that appropriately answers the question.\n\n"
+    "{question}\n\n{reference}"
+)
+DISTILL_PREFIX = "Great! Let's think step by step. "
+
+
+def split_file(split: str, source: str = "") -> str:
+    return source or f"gsm8k/{split}.jsonl"
+
 
 def load_split(data_dir: Path, split: str, source: str = "") -> list[dict]:
     check_split("gsm8k", split, SPLITS)
-    return load_table(source or f"gsm8k/{split}.jsonl", data_dir=data_dir, split=split)
+    return load_table(split_file(split, source), data_dir=data_dir, split=split)
 
 
 _ANNOTATION_RE = re.compile(r"<<.*?>>", re.DOTALL)
@@ -64,18 +79,25 @@ def normalize_gold_solution(raw: str) -> str:
 
 
 def examples(data_dir: Path, split: str, source: str = "") -> list[Example]:
-    return [
-        Example(f"gsm8k-{split}-{i}", {"question": row["question"]}, normalize_gold_solution(row["answer"]), gold_answer(row["answer"]))
-        for i, row in enumerate(load_split(data_dir, split, source))
-    ]
+    check_split("gsm8k", split, SPLITS)
+    out = []
+    for i, (where, row) in enumerate(load_rows(split_file(split, source), data_dir=data_dir, split=split)):
+        require(row, where, "question", "answer")
+        try:
+            gold, answer = normalize_gold_solution(row["answer"]), gold_answer(row["answer"])
+        except S3FTError as e:
+            raise S3FTError(f"{where}: {e}") from None
+        out.append(Example(f"gsm8k-{split}-{i}", {"question": row["question"]}, gold, answer))
+    return out
 
 
 def task(source: str = "") -> Task:
     return Task(
         name="gsm8k",
         judge="numeric",
-        prompts=TaskPrompts(PREDICTION_PROMPT).resolved(),
+        prompts=TaskPrompts(PREDICTION_PROMPT, distill=DISTILL_PROMPT, distill_prefix=DISTILL_PREFIX).resolved(),
         load=lambda data_dir, split: examples(data_dir, split, source),
         splits=SPLITS,
         max_new_tokens=256,
+        files={split: (split_file(split, source),) for split in SPLITS},
     )

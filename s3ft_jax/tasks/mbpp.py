@@ -9,9 +9,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from s3ft_jax.tasks.base import Example, Task, TaskPrompts, check_split
-from s3ft_jax.tasks.data import load_table
+from s3ft_jax.errors import S3FTError
+from s3ft_jax.tasks.base import SDFT_DISTILL_REFER, Example, Task, TaskPrompts, check_split
+from s3ft_jax.tasks.data import check_unique_ids, load_rows, require
 
+FILE = "mbpp/mbpp.jsonl"
 SPLITS = {"prompt": (1, 10), "test": (11, 510), "validation": (511, 600), "train": (601, 974)}
 
 PREDICTION_PROMPT = (
@@ -47,16 +49,24 @@ def extract_program(response: str) -> str:
 def examples(data_dir: Path, split: str, source: str = "") -> list[Example]:
     check_split("mbpp", split, tuple(SPLITS))
     lo, hi = SPLITS[split]
-    out = []
-    for row in load_table(source or "mbpp/mbpp.jsonl", data_dir=data_dir, split="train"):
-        if lo <= int(row["task_id"]) <= hi:
+    out, ids = [], []
+    for where, row in load_rows(source or FILE, data_dir=data_dir, split="train"):
+        require(row, where, "task_id")
+        try:
+            task_id = int(row["task_id"])
+        except (TypeError, ValueError):
+            raise S3FTError(f"{where}: task_id {row['task_id']!r} is not a whole number") from None
+        ids.append((f"mbpp-{task_id}", where))  # the whole file: one task_id, one problem
+        if lo <= task_id <= hi:
+            require(row, where, "text", "code", "test_list")
             tests = [t.replace("\r\n", "\n") for t in row["test_list"]]
             out.append(Example(
-                f"mbpp-{row['task_id']}",
+                f"mbpp-{task_id}",
                 {"text": row["text"], "tests": "\n".join(tests)},
                 gold_target(row["code"]),
                 {"tests": tests, "setup": (row.get("test_setup_code") or "").replace("\r\n", "\n")},
             ))
+    check_unique_ids(ids)
     return out
 
 
@@ -64,10 +74,12 @@ def task(source: str = "") -> Task:
     return Task(
         name="mbpp",
         judge="code",
-        prompts=TaskPrompts(PREDICTION_PROMPT).resolved(),
+        # SDFT distilled its code data (Magicoder) with `alpaca_distill_refer`.
+        prompts=TaskPrompts(PREDICTION_PROMPT, distill=SDFT_DISTILL_REFER).resolved(),
         load=lambda data_dir, split: examples(data_dir, split, source),
         splits=tuple(SPLITS),
         max_new_tokens=512,
         stop=("[DONE]",),
         extract_program=extract_program,
+        files={split: (source or FILE,) for split in SPLITS},  # one file, split by task_id
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from s3ft_jax.tasks.base import Example, Task, TaskPrompts, check_split
-from s3ft_jax.tasks.data import load_table
+from s3ft_jax.tasks.data import load_rows, require
 
 FILES = {
     "train": ("nq_open/NQ-open.efficientqa.dev.1.1.jsonl", "nq_open/NQ-open.efficientqa.test.1.1.jsonl"),
@@ -37,10 +37,10 @@ def examples(data_dir: Path, split: str, source: str = "") -> list[Example]:
     out = []
     sources = (source,) if source else FILES[split]
     for part, path in enumerate(sources):
-        for i, row in enumerate(load_table(path, data_dir=data_dir, split=split)):
-            answers = [a for a in row["answer"] if a.strip()]
-            if answers:
-                out.append(Example(f"nq-{split}-{part}-{i}", {"question": row["question"]}, answers[0], answers))
+        for i, (where, row) in enumerate(load_rows(path, data_dir=data_dir, split=split)):
+            require(row, where, "question", "answer")  # answer: a non-empty list of non-blank strings
+            answers = list(row["answer"]) if isinstance(row["answer"], list) else [row["answer"]]
+            out.append(Example(f"nq-{split}-{part}-{i}", {"question": row["question"]}, answers[0], answers))
     return out
 
 
@@ -48,8 +48,10 @@ def task(source: str = "") -> Task:
     return Task(
         name="nq",
         judge="llm",
+        # sdft: SDFT_DISTILL_USING, SDFT's template for general instruction data (Dolly has open QA).
         prompts=TaskPrompts(PREDICTION_PROMPT, judge=JUDGE_PROMPT).resolved(),
         load=lambda data_dir, split: examples(data_dir, split, source),
         splits=tuple(FILES),
         max_new_tokens=64,
+        files={split: (source,) if source else paths for split, paths in FILES.items()},
     )

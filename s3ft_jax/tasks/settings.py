@@ -55,6 +55,9 @@ class TaskSettings:
     custom: CustomTaskSettings = CustomTaskSettings()
     data_dir: str = ""  # empty: $S3FT_DATA_DIR
     stop: tuple[str, ...] = ()  # stop strings added to the task's own (sampling.stop)
+    # Let the test split share rows (an id or a prompt) with the training split; `run` refuses
+    # that otherwise, since in-domain evaluation would then score training data.
+    allow_overlap: bool = False
 
     def __post_init__(self):
         if self.name not in TASKS:

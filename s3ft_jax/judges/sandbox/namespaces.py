@@ -3,7 +3,8 @@
 Part of the harness (see `__init__`): runs in the isolated interpreter, standard library only.
 Forked by the zygote with the job's stdin/stdout/stderr on fds 0-2 and `kernel.CFG` filled in.
 Builds the filesystem view (everything read-only later, in H1; masks over /root, /home, $HOME,
-/run; a private /tmp and /dev/shm; a /dev with harmless devices only), forks H1 as PID 1 of the
+/run; a private /tmp and /dev/shm; a /dev with harmless devices only; the interpreter's
+directories bound back wherever they are hidden, /tmp included), forks H1 as PID 1 of the
 new PID namespace, and waits: H1 has its own deadline, this is the second line of defence.
 """
 
@@ -35,6 +36,8 @@ from .kernel import (
 from .pid1 import h1
 
 DEVICES = ("null", "zero", "full", "random", "urandom")
+SCRATCH = "/tmp"  # the sandbox's private, writable tmpfs (see scaffold_of for what else it shows)
+WORKDIR = SCRATCH + "/work"  # the program's working directory and $HOME
 
 
 def exposed_paths():
@@ -52,18 +55,47 @@ def exposed_paths():
     return sorted(p for p in found if not any(q != p and under(p, q) for q in found))
 
 
-def masked_paths(expose, as_other_uid):
+def scaffold_of(p):
+    """The directory under the private /tmp whose read-only tmpfs holds `p`, an exposed path under /tmp.
+
+    The private /tmp hides the host's /tmp, so an interpreter or venv there (a `mktemp -d`
+    checkout) is bound back into it; the directories leading to it live on a small tmpfs of
+    their own, which H1 leaves read-only: they are not scratch space, and the program cannot
+    write beside the host files it is shown. /tmp/work is the program's writable working
+    directory, so a path below it gets its scaffold one level deeper."""
+    parts = p[len(SCRATCH) + 1:].split("/")
+    top = SCRATCH + "/" + parts[0]
+    return top + "/" + parts[1] if top == WORKDIR else top
+
+
+def unexposable(expose):
+    """Why the interpreter cannot be shown inside the sandbox, or None: the sandbox mounts its
+    own /tmp/work, /dev and /proc over the host's, so its directories cannot live there."""
+    for p in expose:
+        if under(WORKDIR, p) or any(under(p, own) for own in ("/dev", "/proc")):
+            return ("the interpreter's directory %s is /tmp or /tmp/work or lies under /dev or /proc, which "
+                    "the sandbox replaces with its own; use a Python (or venv) installed elsewhere" % p)
+    return None
+
+
+def masked_paths(expose, as_other_uid, requested):
+    """Mount points of empty tmpfs, outermost only: the `requested` directories, the scaffold of
+    every exposed path under /tmp and, `as_other_uid`, the first ancestor of an exposed path
+    that the sandbox uid may not traverse (e.g. /root). The exposed paths are bound back in."""
     masks = set()
-    for m in CFG["masks"]:
+    for m in requested:
         if not m or not os.path.isabs(m):
             continue
         m = os.path.realpath(m)
         # /tmp, /dev and /proc get their own mounts below.
-        if m != "/" and os.path.isdir(m) and not any(under(m, top) for top in ("/tmp", "/dev", "/proc")):
+        if m != "/" and os.path.isdir(m) and not any(under(m, top) for top in (SCRATCH, "/dev", "/proc")):
             masks.add(m)
-    if as_other_uid:
-        # The sandbox uid may not traverse e.g. /root: hide the first such ancestor, re-expose below.
-        for p in expose:
+    for p in expose:
+        if under(p, SCRATCH):
+            # The private /tmp hides it (however traversable on the host): bind it into a scaffold.
+            masks.add(scaffold_of(p))
+        elif as_other_uid:
+            # The sandbox uid may not traverse e.g. /root: hide the first such ancestor, re-expose below.
             cur = ""
             for part in p.strip("/").split("/"):
                 cur += "/" + part
@@ -81,7 +113,10 @@ def h0(sync=None):
         die("running as root, but uid/gid %d is not mapped in this user namespace, so the sandbox "
             "could only run as root; run the judge as an unprivileged user" % uid)
     expose = exposed_paths()
-    masks = masked_paths(expose, as_root)
+    why = unexposable(expose)
+    if why:
+        die(why)
+    masks = masked_paths(expose, as_root, CFG["masks"])
     if as_root:
         try:
             os.setgroups([])  # no supplementary group (gid 0...) may follow us into the sandbox
@@ -116,17 +151,11 @@ def h0(sync=None):
 
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     mb = CFG["tmp_mb"]
-    mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=%dm,nr_inodes=8192" % mb)
-    os.mkdir("/tmp/work", 0o755)
-    for m in masks:
-        mount("tmpfs", m, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m,nr_inodes=512")
-    for p, fd in expose_fds:
-        if any(under(p, m) for m in masks) or under(p, "/tmp"):
-            os.makedirs(p, exist_ok=True)
-            mount("/proc/self/fd/%d" % fd, p, None, MS_BIND | MS_REC)
-        os.close(fd)
-    # A minimal /dev: a few harmless character devices bound from the host, nothing else.
-    stage = "/tmp/.s3ft-dev"
+    mount("tmpfs", SCRATCH, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=%dm,nr_inodes=8192" % mb)
+    os.mkdir(WORKDIR, 0o755)
+    # A minimal /dev: a few harmless character devices bound from the host, nothing else. Built
+    # before the masks, so that its staging directory cannot meet a scaffold in /tmp.
+    stage = SCRATCH + "/.s3ft-dev"
     os.mkdir(stage, 0o755)
     mount("tmpfs", stage, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k,nr_inodes=64")
     devices = []
@@ -142,6 +171,16 @@ def h0(sync=None):
     mount(stage, "/dev", None, MS_MOVE)
     os.rmdir(stage)
     mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=%dm,nr_inodes=1024" % mb)
+    for m in masks:
+        if under(m, SCRATCH):
+            os.makedirs(m, 0o755, exist_ok=True)  # a scaffold's mount point, in the private /tmp
+        mount("tmpfs", m, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m,nr_inodes=512")
+    for p, fd in expose_fds:
+        # Every exposed path under /tmp is under its scaffold, so this binds all of those too.
+        if any(under(p, m) for m in masks):
+            os.makedirs(p, exist_ok=True)
+            mount("/proc/self/fd/%d" % fd, p, None, MS_BIND | MS_REC)
+        os.close(fd)
 
     h1_pid = os.fork()
     if h1_pid == 0:

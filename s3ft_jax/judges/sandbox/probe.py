@@ -10,15 +10,20 @@ import ctypes
 import os
 import resource
 import socket
+import sys
 
 ROOT_MODE = False  # replaced by the judge's setup code
 
 
 def sandbox_problems():
     problems = []
+    # The interpreter's bin and the folder above it (a venv's root): bound into the private /tmp
+    # when they live in /tmp, where they must stay read-only all the same.
+    interpreter = os.path.dirname(sys.executable)
     for path in ("/s3ft-probe", "/usr/s3ft-probe", "/etc/s3ft-probe", "/root/s3ft-probe",
                  os.path.join(os.path.dirname(os.__file__), "s3ft-probe"), "/proc/sys/kernel/s3ft-probe",
-                 "/proc/sys/kernel/core_pattern"):
+                 "/proc/sys/kernel/core_pattern", os.path.join(interpreter, "s3ft-probe"),
+                 os.path.join(os.path.dirname(interpreter), "s3ft-probe")):
         try:
             with open(path, "a"):
                 pass
