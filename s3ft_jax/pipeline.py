@@ -96,7 +96,7 @@ def run_pipeline(settings: RunSettings, *, progress: bool = True) -> Path:
     atomic_write_text(workdir / "timings.json", json.dumps(_merge_timings(workdir, timings.stages), indent=1) + "\n")
     from s3ft_jax.report import write_report
 
-    return write_report(workdir, methods)
+    return write_report(workdir, methods, headline=settings.eval.headline)
 
 
 def _merge_timings(workdir: Path, new: dict) -> dict:

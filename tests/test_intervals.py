@@ -55,10 +55,9 @@ def test_report_shows_stderrs_paired_intervals_and_noise(tmp_path):
     for method, scores in bench.items():
         gen = {}
         for name, values in scores.items():
-            key = "acc_norm" if name == "arc_easy" else "acc"
-            other = {"acc": 0.5} if key == "acc_norm" else {}  # not the headline: must not be used
-            gen[name] = {"n": len(values), key: sum(values) / len(values), f"{key}_stderr": mean_stderr(values), **other}
-            _write(tmp_path / method / "eval" / "records" / f"{name}.jsonl", [{"id": i, key: v, **other} for i, v in enumerate(values)])
+            other = {"acc_norm": 0.5} if name == "arc_easy" else {}  # shown, never averaged: acc counts (SDFT's metric)
+            gen[name] = {"n": len(values), "acc": sum(values) / len(values), "acc_stderr": mean_stderr(values), **other}
+            _write(tmp_path / method / "eval" / "records" / f"{name}.jsonl", [{"id": i, "acc": v, **other} for i, v in enumerate(values)])
         _write(tmp_path / method / "eval" / "generalization.json", gen)
     _write(tmp_path / "sft" / "eval" / "drift.json", {"responses": {"kl": 0.0123, "stderr": 0.0021, "texts": 4, "tokens": 300},
                                                       "benchmarks": {"boolq": {"kl": 0.5, "stderr": None, "texts": 1, "tokens": 9}},
@@ -80,7 +79,9 @@ def test_report_shows_stderrs_paired_intervals_and_noise(tmp_path):
     assert "+83.3 [+50.7, +116.0]" in report and "+0.0 [-62.0, +62.0]" in report
     # Average over disjoint question sets: stderrs add in quadrature, sqrt(16.67^2 + 31.62^2) / 2.
     assert "+41.7 [+6.6, +76.7]" in report
-    assert "sft: drops outside noise on boolq (+83.3); every other drop is within noise." in report
+    assert "sft: drops outside noise on boolq (acc) (+83.3); every other drop is within noise." in report
+    # Neither is in the paper's headline set: the report says so, and both go to the extended average.
+    assert "extended: average over boolq (acc), arc_easy (acc)" in report and "there is no headline average" in report
     # Drift and target quality tables.
     assert "| sft | 0.0123 ± 0.0021 | 0.5 | 0.5 |" in report
     assert "| sft | gold | 4 | 80.0 | -100.0 | -1.250 |" in report
@@ -114,9 +115,12 @@ def test_report_compares_each_method_with_sft_on_the_same_questions_and_texts(tm
     # Drift on responses: per-text differences -0.5 -1 -2 over 10 10 20 tokens -> -0.0875 per
     # token, ratio stderr 0.01432 -> [-0.116, -0.059]. The benchmark texts' token counts differ
     # (not the same texts): no paired number.
-    assert "| s3ft - sft | -25.0 [-74.0, +24.0] | -83.3 [-116.0, -50.7] | -0.0875 [-0.12, -0.059] | - |" in report
+    # boolq is outside the paper's headline set: its drop is the extended average's, the headline's is "-".
+    assert "| s3ft - sft | -25.0 [-74.0, +24.0] | - | -83.3 [-116.0, -50.7] | -0.0875 [-0.12, -0.059] | - |" in report
+    assert ("## Against sft (paired differences [95% interval]; headline: none of its benchmarks evaluated; "
+            "extended: average over boolq (acc); drift in nats per token)") in report
     assert ("s3ft against sft, paired on the same questions and texts: in-domain accuracy: no difference beyond noise; "
-            "average drop: smaller than sft's (better); drift on base's responses: smaller than sft's (better).") in report
+            "extended average drop: smaller than sft's (better); drift on base's responses: smaller than sft's (better).") in report
     assert report.index("drift on base's responses: smaller than sft's (better).") < report.index(SEED_CAVEAT)
     assert "| sft - sft |" not in report and "| base - sft |" not in report
 
@@ -141,3 +145,41 @@ def test_between_seed_intervals_use_student_t():
     assert seed_difference([1.0], [2.0, 3.0])["low"] is None
     same = seed_difference([1.0, 1.0], [1.0, 1.0])
     assert same["low"] == same["high"] == 0.0
+
+
+def test_report_with_seeds_gives_means_over_seeds_and_welch_against_sft(tmp_path):
+    """run.seeds: each seed a row with its per-question intervals, then the means over seeds
+    with Student's t interval, and each method against sft on those means (Welch)."""
+    from s3ft_jax.evaluation.seeds import against, over_seeds
+    from s3ft_jax.report import AGAINST_SFT_SEEDS, OVER_SEEDS, collect, tables
+
+    accuracy = {"base": [0.5], "sft": [0.25, 0.5, 0.75], "s3ft": [0.5, 0.75, 1.0]}
+    drift = {"sft": [0.03, 0.02, 0.04], "s3ft": [0.01, 0.02, 0.03]}
+    for method, values in accuracy.items():
+        for k, acc in enumerate(values):
+            unit = tmp_path / method if method == "base" else tmp_path / method / f"seed{k}"
+            _write(unit / "eval" / "indomain.json", {"task": "gsm8k", "examples": 4, "accuracy": acc})
+            if method != "base":
+                _write(unit / "eval" / "drift.json", {"responses": {"kl": drift[method][k], "stderr": 0.001}})
+    (tmp_path / "sft" / "seed7").mkdir()  # a seed folder with nothing in it yet is a row without numbers
+    data = collect(tmp_path, ["base", "sft", "s3ft"])
+    assert data["methods"] == ["base", "sft seed 0", "sft seed 1", "sft seed 2", "sft seed 7", "s3ft seed 0", "s3ft seed 1", "s3ft seed 2"]
+    named = tables(data)
+    assert [r[0] for r in named["In-domain accuracy (%)"][1:]] == ["base", "sft seed 0", "sft seed 1", "sft seed 2", "s3ft seed 0", "s3ft seed 1", "s3ft seed 2"]
+    over = {r[0]: r for r in named[OVER_SEEDS][1:]}
+    half = 4.3026527 * 25 / 3 ** 0.5  # sd 25 points over 3 seeds
+    assert over["sft"][1] == "3 of 4" and over["s3ft"][1] == "3" and over["sft"][2] == f"50.0 [{50 - half:.1f}, {50 + half:.1f}]"
+    assert over["s3ft"][2] == f"75.0 [{75 - half:.1f}, {75 + half:.1f}]"
+    assert over["s3ft"][5].startswith("0.02 [")
+    against_rows = {r[0]: r for r in named[AGAINST_SFT_SEEDS][1:]}
+    diff = against({"sft": [{"indomain": v} for v in (25.0, 50.0, 75.0)], "s3ft": [{"indomain": v} for v in (50.0, 75.0, 100.0)]}, "sft")
+    assert diff["s3ft"]["indomain"]["diff"] == 25.0
+    # equal variances and sizes: Welch's df is 4, t(4) = 2.776
+    assert diff["s3ft"]["indomain"]["high"] - 25.0 == pytest.approx(2.7764451 * (2 * 25**2 / 3) ** 0.5)
+    assert against_rows["s3ft - sft"][1].startswith("+25.0 [")
+    assert over_seeds({"x": [{"indomain": 1.0}]})["x"]["indomain"]["low"] is None
+    # Without seeds nothing changes: no over-seeds tables.
+    plain = tmp_path / "plain"
+    _write(plain / "base" / "eval" / "indomain.json", {"task": "gsm8k", "examples": 4, "accuracy": 0.5})
+    _write(plain / "sft" / "eval" / "indomain.json", {"task": "gsm8k", "examples": 4, "accuracy": 0.75})
+    assert OVER_SEEDS not in tables(collect(plain, ["base", "sft"]))

@@ -47,6 +47,9 @@ def test_run_all_methods_then_rerun_is_a_no_op(embedded_home, tmp_path, capsys):
         assert all(v["mean_tokens"] > 0 and v["mean_per_token"] < 0 for v in targets.values() if v["count"])
     report = (workdir / "report.md").read_text()
     assert "Drift from base" in report and " ± " in report and "within noise" in report
+    # The run records eval.headline (the paper's set) for `s3ft report`; it evaluated none of it.
+    assert json.loads((workdir / "headline.json").read_text()) == {"headline": ["mmlu:acc", "truthfulqa:acc", "hellaswag:acc", "winogrande:acc"]}
+    assert "Drop from base, extended: average over arc_easy (acc), boolq (acc)" in report and "there is no headline average" in report
     for image in ("accuracy.png", "generalization_drop.png", "loss.png", "logprobs.png", "drift.png"):
         assert (workdir / image).stat().st_size > 1000 and image in report
     assert "<table>" in (workdir / "report.html").read_text()
@@ -70,3 +73,37 @@ def test_every_method_is_judged_by_the_same_model():
     base, named = LazyModel(lambda: ("base", None)), LazyModel(lambda: ("judge", None))
     assert evaluation_judge(None, base, {"digest": "b"}) == (base, {"digest": "b"})
     assert evaluation_judge(named, base, {"digest": "b"}) == (named, None)
+
+
+def test_run_seeds_trains_and_evaluates_each_method_once_per_seed(embedded_home, tmp_path, capsys):
+    from s3ft_jax.models import resolve_model_path
+    from s3ft_jax.report import OVER_SEEDS
+
+    model_dir = make_tiny_chat_model(tmp_path / "tiny", resolve_model_path("smollm2-135m-instruct"))
+    workdir = tmp_path / "run"
+    args = ["run", f"--config.model.name={model_dir}", f"--config.workdir={workdir}", f"--config.data.data_dir={shared_data_dir()}",
+            "--config.run.methods=('base','sft')", "--config.run.seeds=(0,1)", "--config.task.limit=4", "--config.eval.limit=3",
+            "--config.sampling.max_new_tokens=8", "--config.sampling.batch_size=4", "--config.eval.benchmarks=()",
+            "--config.train.max_steps=2", "--config.train.batch_size=2", "--config.train.progress=False"]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert OVER_SEEDS in out and "sft seed 1" in out
+    # One D' for every seed; one training, evaluation and drift per seed, with different weights.
+    assert (workdir / "sft" / "dataset.jsonl").is_file() and not (workdir / "sft" / "train").exists()
+    losses = []
+    for k in (0, 1):
+        unit = workdir / "sft" / f"seed{k}"
+        metrics = [json.loads(line) for line in (unit / "train" / "metrics.jsonl").read_text().splitlines()]
+        losses.append([m["loss"] for m in metrics])
+        assert json.loads((unit / "eval" / "indomain.json").read_text())["examples"] == 3
+        assert json.loads((unit / "eval" / "drift.json").read_text())["responses"]["texts"] == 3
+    assert losses[0] != losses[1]  # the seed changes the LoRA init and the data order
+    timings = json.loads((workdir / "timings.json").read_text())
+    assert {"train sft seed 0", "train sft seed 1", "eval sft seed 1", "drift sft seed 0"} <= set(timings)
+    # A rerun redoes nothing; adding a seed trains only that one.
+    watched = [workdir / "sft" / f"seed{k}" / "train" / "metrics.jsonl" for k in (0, 1)]
+    before = {p: p.read_bytes() for p in watched}
+    assert cli.main([a if not a.startswith("--config.run.seeds=") else "--config.run.seeds=(0,1,2)" for a in args]) == 0
+    assert {p: p.read_bytes() for p in watched} == before
+    assert (workdir / "sft" / "seed2" / "eval" / "indomain.json").is_file()
+    assert "| sft | 3 |" in (workdir / "report.md").read_text()

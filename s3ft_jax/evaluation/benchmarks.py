@@ -285,6 +285,20 @@ TASK_FILES = {
     "piqa": ("piqa", "piqa_labels"), "boolq": ("boolq",),
 }  # fmt: skip
 
+# The metrics each task's harness YAML lists (what an lm-eval results table shows).
+HARNESS_METRICS: dict[str, tuple[str, ...]] = {
+    "mmlu": ("acc",),
+    "mmlu_5shot": ("acc",),
+    "truthfulqa_mc1": ("acc",),
+    "truthfulqa_mc2": ("acc",),
+    "hellaswag": ("acc", "acc_norm"),
+    "arc_easy": ("acc", "acc_norm"),
+    "arc_challenge": ("acc", "acc_norm"),
+    "winogrande": ("acc",),
+    "piqa": ("acc", "acc_norm"),
+    "boolq": ("acc",),
+}
+
 
 def missing_files(data_dir: str | Path, tasks: Sequence[str]) -> list[Path]:
     """The data files `tasks` would read that are not in `data_dir` (checked before a run)."""
@@ -304,4 +318,4 @@ def load_task(data_dir: str | Path, task: str, *, limit: int | None = None, mmlu
     return items if limit is None else items[: int(limit)]
 
 
-__all__ = ["FILES", "MCItem", "MMLU_CATEGORIES", "MMLU_SUBJECT_CATEGORY", "TASKS", "TRUTHFULQA_PRIMER", "load_task", "missing_files"]
+__all__ = ["FILES", "HARNESS_METRICS", "MCItem", "MMLU_CATEGORIES", "MMLU_SUBJECT_CATEGORY", "TASKS", "TRUTHFULQA_PRIMER", "load_task", "missing_files"]

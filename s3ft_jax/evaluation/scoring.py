@@ -27,25 +27,12 @@ from pathlib import Path
 import numpy as np
 from flax import nnx
 
-from s3ft_jax.evaluation.benchmarks import MMLU_SUBJECT_CATEGORY, TASKS, MCItem, load_task
+from s3ft_jax.evaluation.benchmarks import HARNESS_METRICS, MMLU_SUBJECT_CATEGORY, TASKS, MCItem, load_task
 from s3ft_jax.evaluation.intervals import mean_stderr
 from s3ft_jax.evaluation.loglikelihood import DEFAULT_BATCH_TOKENS, loglikelihoods
 
 log = logging.getLogger("s3ft_jax")
 
-# The metrics each task's harness YAML lists (what an lm-eval results table shows).
-HARNESS_METRICS: dict[str, tuple[str, ...]] = {
-    "mmlu": ("acc",),
-    "mmlu_5shot": ("acc",),
-    "truthfulqa_mc1": ("acc",),
-    "truthfulqa_mc2": ("acc",),
-    "hellaswag": ("acc", "acc_norm"),
-    "arc_easy": ("acc", "acc_norm"),
-    "arc_challenge": ("acc", "acc_norm"),
-    "winogrande": ("acc",),
-    "piqa": ("acc", "acc_norm"),
-    "boolq": ("acc",),
-}
 
 
 def score_item(item: MCItem, results: Sequence[tuple[float, bool]]) -> dict:

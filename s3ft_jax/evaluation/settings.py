@@ -6,6 +6,7 @@ import dataclasses
 
 from s3ft_jax.errors import ConfigError
 from s3ft_jax.evaluation.benchmarks import TASKS as BENCHMARKS
+from s3ft_jax.evaluation.headline import PAPER_HEADLINE, parse_headline
 
 DEFAULT_BENCHMARKS = ("mmlu", "truthfulqa_mc1", "truthfulqa_mc2", "hellaswag", "arc_easy", "arc_challenge", "winogrande", "piqa", "boolq")
 
@@ -14,6 +15,9 @@ DEFAULT_BENCHMARKS = ("mmlu", "truthfulqa_mc1", "truthfulqa_mc2", "hellaswag", "
 class EvalSettings:
     limit: int = 0  # the first N test examples in-domain (0: all)
     benchmarks: tuple[str, ...] = DEFAULT_BENCHMARKS
+    # The report's headline average drop: "benchmark:metric" entries, one per benchmark
+    # (evaluation/headline.py); those not in `benchmarks` make it partial, never an error.
+    headline: tuple[str, ...] = PAPER_HEADLINE
     benchmark_limit: int = 0  # the first N questions of each benchmark (0: all)
     mmlu_per_subject: int = 0  # > 0: a stratified MMLU subset, the first k questions per subject
     batch_size: int = 16
@@ -22,6 +26,7 @@ class EvalSettings:
 
     def __post_init__(self):
         object.__setattr__(self, "benchmarks", tuple(self.benchmarks))
+        object.__setattr__(self, "headline", parse_headline(self.headline))
         if self.limit < 0 or self.benchmark_limit < 0 or self.mmlu_per_subject < 0 or self.batch_size <= 0:
             raise ConfigError("eval.limit, eval.benchmark_limit and eval.mmlu_per_subject must be >= 0, eval.batch_size > 0")
         if self.drift_logit_tokens <= 0:
