@@ -94,6 +94,7 @@ def judge_audit(config) -> None:
     from s3ft_jax.judges.audit import audit
     from s3ft_jax.judges.verdict import Judge
     from s3ft_jax.report import judge_audit_tables, text_table
+    from s3ft_jax.s3ft.judge_audit import JUDGED
     from s3ft_jax.sampling.queue import read_done
     from s3ft_jax.tasks import get_task, load_examples
 
@@ -106,10 +107,7 @@ def judge_audit(config) -> None:
         model, tokenizer = load_model_and_tokenizer(choice.named(judging.model) if judging.model else choice)
     judge = Judge(task, judging, model=model, tokenizer=tokenizer, llm_batch_size=config.sampling.batch_size)
     workdir = Path(config.workdir)
-    # A build in this workdir: how its predictions and paraphrases were judged (the summary
-    # counts only the audited ids).
-    from s3ft_jax.s3ft.judge_audit import JUDGED
-
+    # A build in this workdir: how its predictions and paraphrases of these examples were judged.
     build_rows = {key: list(read_done(workdir / "build" / f"{name}.jsonl").values()) for key, name in JUDGED.items()
                   if (workdir / "build" / f"{name}.jsonl").is_file()}
     summary, rows, disagreements = audit(task, examples, judge, limit=judging.audit_limit, build_rows=build_rows,
