@@ -20,6 +20,7 @@ commands:
   report   rewrite report.md/.html from a run directory
   answer   greedy answer of the model to one task example, judged
   build    Algorithm 1: build the training set D' (own / paraphrase / gold), resumable
+  judge-audit  the task's judge on its golds (must pass) and perturbed golds (must fail)
   logprobs log p(target | prompt) of a built set's targets, histogram + means
   generate generate for a JSONL of prompts (--config.generate.input), resumable
   train    fine-tune (LoRA or full) on a JSONL of prompt/target rows, resumable
@@ -58,6 +59,12 @@ COMMAND_HELP = {
               "<workdir>/dataset.jsonl + stats.json. Every stage resumes after a crash.",
               ("seed", "workdir", "model", "mesh", "data", "task", "judge", "sampling", "build"),
               "s3ft build --config.task.name=gsm8k --config.task.limit=64 --config.workdir=runs/gsm8k"),
+    "judge-audit": ("Audit the task's judge on task.train_split (the first task.limit, then judge.audit_limit "
+                    "examples): the share of golds it accepts (must be all), of perturbed golds it accepts (must be "
+                    "none), and how each verdict was reached; writes <workdir>/judge_audit.json. The numeric and "
+                    "code judges need no model; the LLM judge loads judge.model, else model.name.",
+                    ("workdir", "model", "mesh", "data", "task", "judge", "sampling"),
+                    "s3ft judge-audit --config.task.name=gsm8k --config.workdir=runs/audit"),
     "logprobs": ("log p(target | prompt) under the model for a built set's gold, paraphrase and own "
                  "targets: logprobs.json and a histogram.",
                  ("workdir", "model", "mesh", "logprobs"), "s3ft logprobs --config.workdir=runs/gsm8k"),
@@ -178,6 +185,7 @@ COMMANDS = {
     "report": commands.report,
     "run": commands.run,
     "build": commands.build,
+    "judge-audit": commands.judge_audit,
     "config": commands.config,
     "generate": commands.generate,
     "logprobs": commands.logprobs,

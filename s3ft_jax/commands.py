@@ -83,6 +83,51 @@ def build(config) -> None:
     print(build_lib.format_summary([result], result.stages))
 
 
+def judge_audit(config) -> None:
+    """The judge audit alone (judges/audit.py) on task.train_split (its first task.limit, then
+    judge.audit_limit examples): the table, and <workdir>/judge_audit.json with the verdicts
+    (judge_audit.jsonl) and, for the LLM judge, its disagreements with EM / containment."""
+    import json
+
+    from s3ft_jax.config import judge_settings, model_settings, task_settings
+    from s3ft_jax.io import atomic_write_jsonl, atomic_write_text
+    from s3ft_jax.judges.audit import audit
+    from s3ft_jax.judges.verdict import Judge
+    from s3ft_jax.report import judge_audit_tables, text_table
+    from s3ft_jax.s3ft.judge_audit import JUDGED
+    from s3ft_jax.sampling.queue import read_done
+    from s3ft_jax.tasks import get_task, load_examples
+
+    settings, judging = task_settings(config), judge_settings(config)
+    task = get_task(settings)
+    examples = load_examples(settings, task, settings.train_split)[: settings.limit or None]
+    model = tokenizer = None
+    if judging.uses_model(task.judge):  # judge.model, else model.name, as `s3ft build` judges
+        choice = model_settings(config)
+        model, tokenizer = load_model_and_tokenizer(choice.named(judging.model) if judging.model else choice)
+    judge = Judge(task, judging, model=model, tokenizer=tokenizer, llm_batch_size=config.sampling.batch_size)
+    workdir = Path(config.workdir)
+    # A build in this workdir: how its predictions and paraphrases of these examples were judged.
+    build_rows = {key: list(read_done(workdir / "build" / f"{name}.jsonl").values()) for key, name in JUDGED.items()
+                  if (workdir / "build" / f"{name}.jsonl").is_file()}
+    summary, rows, disagreements = audit(task, examples, judge, limit=judging.audit_limit, build_rows=build_rows,
+                                         mode=judging.mode)
+    summary["split"] = settings.train_split
+    workdir.mkdir(parents=True, exist_ok=True)
+    atomic_write_jsonl(workdir / "judge_audit.jsonl", rows)
+    if task.judge == "llm":
+        atomic_write_jsonl(workdir / "judge_audit.disagreements.jsonl", disagreements)
+        summary["llm_agreement"]["file"] = "judge_audit.disagreements.jsonl"
+    atomic_write_text(workdir / "judge_audit.json", json.dumps(summary, indent=1) + "\n")
+    for title, table in judge_audit_tables(summary).items():
+        print(f"{title}\n{text_table(table)}")
+    for what, items in (("golds rejected", summary["gold"]["rejected"]), ("perturbed golds accepted", summary["perturbed"]["accepted"])):
+        if items:
+            print(f"{what} ({len(items)}): {', '.join(r['id'] for r in items[:20])}{' ...' if len(items) > 20 else ''}")
+    print(f"judged {summary['gold']['n'] + summary['perturbed']['n']} responses in {summary['seconds']:.1f}s "
+          f"-> {workdir / 'judge_audit.json'}")
+
+
 def logprobs(config) -> None:
     from s3ft_jax.config import model_settings
     from s3ft_jax.s3ft.logprobs import target_logprobs

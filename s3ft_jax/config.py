@@ -99,6 +99,10 @@ def base_config() -> ml_collections.ConfigDict:
     # A response cut at max_new_tokens is never own/paraphrase unless it stated an answer marker
     # before the cut (True accepts it like any other).
     c.judge.accept_truncated = False
+    # `s3ft build` (and run) audits the judge: golds must pass, perturbed golds must fail
+    # (<workdir>/build/judge_audit.json); audit_limit: its first N examples (0: all).
+    c.judge.audit = True
+    c.judge.audit_limit = 0
 
     # `s3ft build`: Algorithm 1. Stage files go to <workdir>/build, D' to build.output.
     c.build = ml_collections.ConfigDict()

@@ -28,6 +28,7 @@ from s3ft_jax.errors import ConfigError, S3FTError
 _TASK_SPLITS = {
     "run": ("task.train_split", "task.test_split"),
     "build": ("task.train_split",),
+    "judge-audit": ("task.train_split",),
     "answer": ("task.split",),
 }
 
@@ -70,6 +71,7 @@ def _written_dirs(command: str, config) -> list[Path]:
         "run": [workdir],
         "report": [workdir],
         "build": [workdir, Path(config.build.output or workdir)],
+        "judge-audit": [workdir],
         "train": [workdir],
         "generate": [Path(config.generate.output).parent if config.generate.output else workdir],
         "logprobs": [Path(config.logprobs.output or workdir)],

@@ -75,6 +75,7 @@ def collect(workdir: Path, methods: list[str], headline: tuple[str, ...] | None 
     logprobs = _read(workdir / "logprobs.json")
     data["logprobs"] = logprobs and logprobs.get("sources")
     data["sets"] = split(evaluated, headline or recorded_headline(workdir))
+    data["judge_audit"] = _read(workdir / "build" / "judge_audit.json") or _read(workdir / "judge_audit.json")
     return data
 
 
@@ -366,11 +367,41 @@ def tables(data: dict) -> dict[str, list[list[str]]]:
                 rows.append([k, str(s["count"]), _fmt(s["mean"]), _fmt(s["median"]), f"{s['mean_per_token']:.3f}",
                              "-" if tokens is None else f"{tokens:.1f}"])
         out["log p(target | prompt) under the base model"] = rows
+    out.update(judge_audit_tables(data.get("judge_audit")))
     if data["timings"]:
         rows = [["stage", "seconds"]] + [[k, f"{v:.1f}"] for k, v in data["timings"].items()]
         rows.append(["total", f"{sum(data['timings'].values()):.1f}"])
         out["Wall time per stage"] = rows
     return out
+
+
+def judge_audit_tables(audit: dict | None) -> dict[str, list[list[str]]]:
+    """The judge audit (judges/audit.py, judge_audit.json): golds judged against themselves,
+    perturbed golds (every accept is a false accept), the build's own verdicts, and how each
+    group's verdicts were reached; for the LLM judge, its agreement with EM / containment."""
+    if not audit:
+        return {}
+
+    def pct(rate):
+        return "-" if rate is None else f"{100 * rate:.2f}%"
+
+    def routes(how: dict) -> str:
+        return ", ".join(f"{k} {v}" for k, v in how.items()) or "-"
+
+    gold, bad = audit["gold"], audit["perturbed"]
+    rows = [["verdicts on", "n", "accepted", "accepted (%)", "how the verdicts were reached"],
+            ["golds (must be accepted)", str(gold["n"]), str(gold["accepted"]), pct(gold["rate"]), routes(gold["how"])],
+            [f"perturbed golds: {bad['kind']} (every accept is false)", str(bad["n"]), str(bad["false_accepts"]),
+             pct(bad["rate"]), routes(bad["how"])]]
+    for stage, b in (audit.get("build") or {}).items():
+        rows.append([f"this build's {stage}", str(b["n"]), str(b["accepted"]), pct(b["rate"]), routes(b["how"])])
+    if agreement := audit.get("llm_agreement"):
+        rows.append(["LLM's verdict agrees with EM / containment", str(agreement["n"]), str(agreement["agree"]),
+                     pct(agreement["rate"]), f"(agreements) {agreement['disagreements']} disagreements"
+                     + (f" in {agreement['file']}" if agreement.get("file") else "")])
+    mode = f", judge.mode={audit['mode']}" if audit["judge"] == "llm" and audit.get("mode") else ""
+    where = f", {audit['split']} split" if audit.get("split") else ""
+    return {f"Judge audit: {audit['task']} ({audit['judge']} judge{mode}{where})": rows}
 
 
 OVER_SEEDS = "Over training seeds: mean [between-seed 95% interval, t]"

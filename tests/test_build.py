@@ -194,7 +194,7 @@ def test_s3ft_leak_filter_is_off_unless_configured_and_only_its_judge_stage_redo
     config.build.leak_filter_s3ft = True
     on = build("s3ft", tmp_path / "on", make_builder(config, stage_dir, refuse))
     assert {s.name: s.status for s in on.stages} == {"examples": "skipped", "predict": "skipped", "judge_predict": "skipped",
-                                                     "paraphrase": "skipped", "judge_paraphrase": "ran"}
+                                                     "paraphrase": "skipped", "judge_paraphrase": "ran", "judge_audit": "skipped"}
     rows = dataset_rows(on)
     assert all(rows[i]["source"] == "gold" and rows[i]["paraphrase_leak"] == "reference answer" for i in leaked)
     assert on.stats["paraphrase_leaks"] == len(leaked)
@@ -256,7 +256,7 @@ def test_rerun_skips_finished_stages_and_redoes_changed_ones(tmp_path):
     dataset = first.dataset.read_bytes()
 
     again = build("s3ft", tmp_path, make_builder(config, stage_dir, refuse))
-    assert {s.name: s.status for s in again.stages} == {n: "skipped" for n in ("examples", "predict", "judge_predict", "paraphrase", "judge_paraphrase")}
+    assert {s.name: s.status for s in again.stages} == {n: "skipped" for n in ("examples", "predict", "judge_predict", "paraphrase", "judge_paraphrase", "judge_audit")}
     assert again.dataset.read_bytes() == dataset
 
     # A new prediction prompt invalidates the predictions (and everything judged from them):

@@ -18,8 +18,11 @@ def test_run_all_methods_then_rerun_is_a_no_op(embedded_home, tmp_path, capsys):
             "--config.train.batch_size=2", "--config.train.progress=False"]
     assert cli.main(args) == 0
     out = capsys.readouterr().out
-    for title in ("Training targets (D' mix)", "In-domain accuracy (%)", "Generalization (%)", "Drop from base", "Wall time per stage"):
+    for title in ("Training targets (D' mix)", "In-domain accuracy (%)", "Generalization (%)", "Drop from base", "Wall time per stage",
+                  "Judge audit: gsm8k (numeric judge, train split)"):
         assert title in out
+    audit = json.loads((workdir / "build" / "judge_audit.json").read_text())
+    assert audit["gold"]["n"] == 4 and audit["build"]["predictions"]["n"] == audit["build"]["sdft paraphrases"]["n"] == 4
 
     for method in ("sft", "sdft", "s3ft"):
         rows = [json.loads(line) for line in (workdir / method / "dataset.jsonl").read_text().splitlines()]
@@ -54,7 +57,7 @@ def test_run_all_methods_then_rerun_is_a_no_op(embedded_home, tmp_path, capsys):
     # A rerun finds every stage done: nothing is generated, trained or scored again.
     watched = [workdir / "build" / "predict.jsonl", workdir / "s3ft" / "train" / "metrics.jsonl",
                workdir / "base" / "eval" / "predict.jsonl", workdir / "sdft" / "eval" / "bench_boolq.json",
-               workdir / "s3ft" / "eval" / "drift.json"]
+               workdir / "s3ft" / "eval" / "drift.json", workdir / "build" / "judge_audit.jsonl"]
     before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in watched}
     assert cli.main(args) == 0
     assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in watched} == before

@@ -23,12 +23,17 @@ class JudgeSettings:
     keep_solution_fraction: float = 0.5
     # A response cut at the token limit is refused unless it stated its answer before the cut.
     accept_truncated: bool = False
+    # `s3ft build` audits the judge on the training golds (judges/audit.py); 0: every example.
+    audit: bool = True
+    audit_limit: int = 0
 
     def __post_init__(self):
         if self.mode not in LLM_MODES:
             raise ConfigError(f"judge.mode must be llm, heuristic or llm_or_heuristic, got {self.mode!r}")
         if self.code_timeout_s <= 0 or self.code_workers < 0:
             raise ConfigError("judge.code_timeout_s must be positive, judge.code_workers >= 0")
+        if self.audit_limit < 0:
+            raise ConfigError(f"judge.audit_limit must be >= 0 (0: every example), got {self.audit_limit}")
         if not 0 < self.keep_solution_fraction <= 1:
             raise ConfigError(f"judge.keep_solution_fraction must be in (0, 1], got {self.keep_solution_fraction}")
 

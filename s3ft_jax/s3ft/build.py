@@ -8,6 +8,7 @@
     paraphrase_sdft       every example distilled with SDFT's template               (sdft)
     judge_paraphrase_sdft SDFT's meta-text rule, then the task's judge               (sdft)
     D'                    one target per example: own, paraphrase or gold
+    judge_audit           the judge on the golds and perturbed golds (judge.audit; judge_audit.py)
 
 SDFT (Yang et al., sail-sg/sdft eval/gen_distilled_data.py) keeps a distilled response when
 it passes their meta-text check and the task's answer check, else the gold; here the task's
@@ -310,6 +311,10 @@ def build(method: str, out_dir: Path, builder: Builder) -> BuildResult:
     """D' of `method` into `out_dir`, from the builder's (resumable) stages."""
     rows = builder.dataset(method)
     path, stats = write_dataset(method, rows, out_dir)
+    if builder.settings.judge.audit:  # <workdir>/build/judge_audit.json (s3ft/judge_audit.py)
+        from s3ft_jax.s3ft.judge_audit import run_judge_audit
+
+        run_judge_audit(builder)
     return BuildResult(method, path, stats, list(builder.stages))
 
 
