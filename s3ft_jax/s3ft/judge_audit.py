@@ -3,7 +3,7 @@
     judge_audit.jsonl                 each audited example's gold and perturbed-gold verdicts
     judge_audit.meta.json             the fingerprint: the audited examples, the judge's settings
                                       (rules version included), judge.audit_limit, the audit version
-    judge_audit.json                  the summary (report.py reads it)
+    judge_audit.json                  the summary (the report reads it)
     judge_audit.disagreements.jsonl   LLM judge only: its disagreements with EM / containment
 
 Judging is the only costly part (the sandbox, the LLM), so only the verdicts are a stage:
