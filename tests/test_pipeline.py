@@ -7,15 +7,19 @@ from tests.conftest import shared_data_dir
 from tests.tiny_models import make_tiny_chat_model
 
 
-def test_run_all_methods_then_rerun_is_a_no_op(embedded_home, tmp_path, capsys):
+def tiny_run_args(tmp_path, *extra: str) -> tuple[list[str], object]:
+    """`s3ft run` on a tiny model of SmolLM2's shape and vocabulary, a few examples and steps."""
     from s3ft_jax.models import resolve_model_path
 
     model_dir = make_tiny_chat_model(tmp_path / "tiny", resolve_model_path("smollm2-135m-instruct"))
     workdir = tmp_path / "run"
-    args = ["run", f"--config.model.name={model_dir}", f"--config.workdir={workdir}", f"--config.data.data_dir={shared_data_dir()}",
+    return ["run", f"--config.model.name={model_dir}", f"--config.workdir={workdir}", f"--config.data.data_dir={shared_data_dir()}",
             "--config.task.limit=4", "--config.eval.limit=3", "--config.sampling.max_new_tokens=8", "--config.sampling.batch_size=4",
-            "--config.eval.benchmarks=('arc_easy','boolq')", "--config.eval.benchmark_limit=2", "--config.train.max_steps=2",
-            "--config.train.batch_size=2", "--config.train.progress=False"]
+            "--config.train.max_steps=2", "--config.train.batch_size=2", "--config.train.progress=False", *extra], workdir
+
+
+def test_run_all_methods_then_rerun_is_a_no_op(embedded_home, tmp_path, capsys):
+    args, workdir = tiny_run_args(tmp_path, "--config.eval.benchmarks=('arc_easy','boolq')", "--config.eval.benchmark_limit=2")
     assert cli.main(args) == 0
     out = capsys.readouterr().out
     for title in ("Training targets (D' mix)", "In-domain accuracy (%)", "Generalization (%)", "Drop from base", "Wall time per stage",
@@ -76,15 +80,10 @@ def test_every_method_is_judged_by_the_same_model():
 
 
 def test_run_seeds_trains_and_evaluates_each_method_once_per_seed(embedded_home, tmp_path, capsys):
-    from s3ft_jax.models import resolve_model_path
     from s3ft_jax.report import OVER_SEEDS
 
-    model_dir = make_tiny_chat_model(tmp_path / "tiny", resolve_model_path("smollm2-135m-instruct"))
-    workdir = tmp_path / "run"
-    args = ["run", f"--config.model.name={model_dir}", f"--config.workdir={workdir}", f"--config.data.data_dir={shared_data_dir()}",
-            "--config.run.methods=('base','sft')", "--config.run.seeds=(0,1)", "--config.task.limit=4", "--config.eval.limit=3",
-            "--config.sampling.max_new_tokens=8", "--config.sampling.batch_size=4", "--config.eval.benchmarks=()",
-            "--config.train.max_steps=2", "--config.train.batch_size=2", "--config.train.progress=False"]
+    args, workdir = tiny_run_args(tmp_path, "--config.run.methods=('base','sft')", "--config.run.seeds=(0,1)",
+                                  "--config.eval.benchmarks=()")
     assert cli.main(args) == 0
     out = capsys.readouterr().out
     assert OVER_SEEDS in out and "sft seed 1" in out
