@@ -24,7 +24,7 @@ from s3ft_jax.s3ft.settings import BuildSettings
 from s3ft_jax.sampling.options import SamplingOptions
 from s3ft_jax.settings import RunSettings
 from s3ft_jax.tasks.base import TaskPrompts
-from s3ft_jax.tasks.settings import CustomTaskSettings, TaskSettings
+from s3ft_jax.tasks.settings import ArithTaskSettings, CustomTaskSettings, TaskSettings
 from s3ft_jax.training.settings import LoraSettings, TrainSettings
 
 
@@ -53,7 +53,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.data_dir = ""
 
     c.task = ml_collections.ConfigDict()
-    c.task.name = "gsm8k"  # gsm8k | mbpp | nq | custom
+    c.task.name = "gsm8k"  # gsm8k | mbpp | nq | arith | custom
     # Where the task's rows come from: empty = the task's files in the data directory;
     # or a file path, `hf:NAME[:CONFIG]` (hub) or `tfds:NAME[:CONFIG]` (TFDS).
     c.task.source = ""
@@ -84,6 +84,15 @@ def base_config() -> ml_collections.ConfigDict:
     c.task.custom.tests_field = "tests"  # judge=code: list of assert statements
     c.task.custom.setup_field = "setup"
     c.task.custom.stop = ()
+    # task.name=arith: generated arithmetic word problems (no data files); their difficulty.
+    c.task.arith = ml_collections.ConfigDict()
+    c.task.arith.seed = 0
+    c.task.arith.min_ops = 1  # steps per problem: min_ops to max_ops
+    c.task.arith.max_ops = 2
+    c.task.arith.max_operand = 20  # + and - operands up to this; multipliers up to min(10, this)
+    c.task.arith.operators = "+-*"
+    c.task.arith.train_size = 1000
+    c.task.arith.test_size = 500
 
     # Judges. The llm judge is the base model unless judge.model names another; in evaluation it
     # also judges every fine-tuned model's answers (one judge for all methods).
@@ -261,8 +270,8 @@ def task_settings(config: ml_collections.ConfigDict) -> TaskSettings:
     custom = CustomTaskSettings(**{k: (tuple(v) if k == "stop" else v) for k, v in t.custom.to_dict().items()})
     return TaskSettings(name=t.name, source=t.source, train_split=t.train_split, test_split=t.test_split,
                         limit=t.limit, split=t.split, index=t.index, prompts=TaskPrompts(**t.prompts.to_dict()),
-                        custom=custom, data_dir=config.data.data_dir, stop=tuple(config.sampling.stop),
-                        allow_overlap=t.allow_overlap)
+                        custom=custom, arith=ArithTaskSettings(**t.arith.to_dict()), data_dir=config.data.data_dir,
+                        stop=tuple(config.sampling.stop), allow_overlap=t.allow_overlap)
 
 
 def judge_settings(config: ml_collections.ConfigDict) -> JudgeSettings:

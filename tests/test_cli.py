@@ -88,7 +88,7 @@ def test_run_rejects_an_unknown_benchmark(capsys, tmp_path):
 
 
 def test_run_rejects_an_unknown_task(capsys, tmp_path):
-    assert "task.name must be one of gsm8k, mbpp, nq, custom, got 'gsm9k'" in _run_fails_early(capsys, tmp_path, "--config.task.name=gsm9k")
+    assert "task.name must be one of gsm8k, mbpp, nq, arith, custom, got 'gsm9k'" in _run_fails_early(capsys, tmp_path, "--config.task.name=gsm9k")
 
 
 def test_run_reports_a_missing_task_file(capsys, tmp_path):

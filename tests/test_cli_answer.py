@@ -5,7 +5,7 @@ from tests.conftest import shared_data_dir
 
 
 def test_answer_prints_the_models_answer(embedded_home, capsys):
-    args = ["answer", "--config=configs/demo.py", f"--config.data.data_dir={shared_data_dir()}", "--config.sampling.max_new_tokens=24"]
+    args = ["answer", "--config=configs/demo.py:gsm8k", f"--config.data.data_dir={shared_data_dir()}", "--config.sampling.max_new_tokens=24"]
     assert cli.main(args) == 0
     out = capsys.readouterr().out
     assert "Janet’s ducks lay 16 eggs per day" in out

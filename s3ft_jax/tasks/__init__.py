@@ -6,12 +6,12 @@ import dataclasses
 
 from s3ft_jax.errors import ConfigError
 from s3ft_jax.tasks.base import Example, Task, TaskPrompts
-from s3ft_jax.tasks.settings import TASKS, CustomTaskSettings, TaskSettings
+from s3ft_jax.tasks.settings import TASKS, ArithTaskSettings, CustomTaskSettings, TaskSettings
 
 
 def get_task(settings: TaskSettings) -> Task:
     """The configured task with the settings' prompt and stop overrides applied."""
-    from s3ft_jax.tasks import custom, gsm8k, mbpp, nq
+    from s3ft_jax.tasks import arith, custom, gsm8k, mbpp, nq
 
     name = settings.name
     source = settings.source
@@ -21,6 +21,8 @@ def get_task(settings: TaskSettings) -> Task:
         task = mbpp.task(source)
     elif name == "nq":
         task = nq.task(source)
+    elif name == "arith":
+        task = arith.task(settings.arith)
     elif name == "custom":
         task = custom.task(settings.custom)
     else:  # TaskSettings admits only TASKS
@@ -82,4 +84,4 @@ def check_disjoint(settings: TaskSettings, task: Task, train: list[Example], tes
         )
 
 
-__all__ = ["TASKS", "CustomTaskSettings", "Example", "Task", "TaskPrompts", "TaskSettings", "check_disjoint", "get_task", "load_examples"]
+__all__ = ["TASKS", "ArithTaskSettings", "CustomTaskSettings", "Example", "Task", "TaskPrompts", "TaskSettings", "check_disjoint", "get_task", "load_examples"]

@@ -11,7 +11,8 @@ import dataclasses
 from s3ft_jax.errors import ConfigError
 from s3ft_jax.tasks.base import JUDGES, TaskPrompts
 
-TASKS = ("gsm8k", "mbpp", "nq", "custom")
+TASKS = ("gsm8k", "mbpp", "nq", "arith", "custom")
+ARITH_OPERATORS = "+-*"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +42,32 @@ class CustomTaskSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class ArithTaskSettings:
+    """task.name=arith: generated word problems (tasks/arith.py); these set their difficulty."""
+
+    seed: int = 0
+    min_ops: int = 1  # steps per problem, from min_ops to max_ops
+    max_ops: int = 2
+    max_operand: int = 20  # operands of + and - up to this; multipliers up to min(10, this)
+    operators: str = "+-*"  # which of + - * the steps use
+    train_size: int = 1000
+    test_size: int = 500
+
+    def __post_init__(self):
+        for key in ("seed", "min_ops", "max_ops", "max_operand", "train_size", "test_size"):
+            if not isinstance(getattr(self, key), int) or isinstance(getattr(self, key), bool):
+                raise ConfigError(f"task.arith.{key} must be an integer, got {getattr(self, key)!r}")
+        if not 1 <= self.min_ops <= self.max_ops <= 5:
+            raise ConfigError(f"task.arith needs 1 <= min_ops <= max_ops <= 5, got min_ops={self.min_ops}, max_ops={self.max_ops}")
+        if not 2 <= self.max_operand <= 10_000:
+            raise ConfigError(f"task.arith.max_operand must be from 2 to 10000, got {self.max_operand}")
+        if not self.operators or any(op not in ARITH_OPERATORS for op in self.operators):
+            raise ConfigError(f"task.arith.operators must be some of {ARITH_OPERATORS!r}, got {self.operators!r}")
+        if self.train_size < 1 or self.test_size < 1:
+            raise ConfigError(f"task.arith.train_size and test_size must be >= 1, got {self.train_size} and {self.test_size}")
+
+
+@dataclasses.dataclass(frozen=True)
 class TaskSettings:
     name: str = "gsm8k"
     # Empty: the task's files in the data directory; else a file, hf:NAME[:CONFIG] or tfds:NAME.
@@ -53,6 +80,7 @@ class TaskSettings:
     # Replacement templates; an empty field keeps the task's own.
     prompts: TaskPrompts = TaskPrompts(prediction="")
     custom: CustomTaskSettings = CustomTaskSettings()
+    arith: ArithTaskSettings = ArithTaskSettings()
     data_dir: str = ""  # empty: $S3FT_DATA_DIR
     stop: tuple[str, ...] = ()  # stop strings added to the task's own (sampling.stop)
     # Let the test split share rows (an id or a prompt) with the training split; `run` refuses
@@ -72,5 +100,8 @@ class TaskSettings:
 
     @property
     def needs_data_dir(self) -> bool:
-        """A built-in task reads the data directory; a custom one only for relative paths."""
+        """A built-in task reads the data directory (arith makes its problems); a custom one
+        only for relative paths."""
+        if self.name == "arith":
+            return False
         return self.name != "custom" or any(not p.startswith(("/", "hf:", "tfds:")) for p in self.custom.files)
