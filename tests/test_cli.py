@@ -238,7 +238,7 @@ def test_dry_run_passes_writes_nothing_and_loads_no_model(tmp_path):
     data = shared_data_dir()
     out = _passes_dry_run(tmp_path, "run", "--config=" + os.path.join(REPO, "configs/demo.py"),
                           f"--config.workdir={tmp_path / 'run'}", f"--config.data.data_dir={data}")
-    assert out.startswith("s3ft run: checks passed (model smollm2-135m-instruct, task gsm8k")
+    assert out.startswith("s3ft run: checks passed (model smollm2-135m-instruct, task arith")
     (tmp_path / "rows.jsonl").write_text('{"prompt": "p", "target": "t"}\n')
     _passes_dry_run(tmp_path, "train", f"--config.workdir={tmp_path / 'w'}", f"--config.train.dataset={tmp_path / 'rows.jsonl'}")
     assert not (tmp_path / "run").exists() and not (tmp_path / "w").exists()
