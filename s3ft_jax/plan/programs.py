@@ -197,14 +197,14 @@ def sampler_programs(config, cfg: ModelConfig, mesh, platform: str) -> list[Prog
 
 
 def score_program(config, cfg: ModelConfig, mesh, platform: str) -> Program:
-    from s3ft_jax.evaluation import loglikelihood as ll
+    from s3ft_jax.sampling import scoring
     from s3ft_jax.sampling.sampler import batch_multiple
     from s3ft_jax.sampling.scheduler import bucket
 
     spec = ForwardSpec(cfg, to_dtype(config.model.dtype), DEFAULT_RULES, mesh, platform=platform)
     params = abstract_params(cfg, to_dtype(config.model.param_dtype or config.model.dtype), mesh)
     length = bucket(config.plan.score_length or config.train.max_length)
-    rows = ll._rows_for(length, config.eval.batch_size, ll.DEFAULT_BATCH_TOKENS, batch_multiple(spec))
+    rows = scoring._rows_for(length, config.eval.batch_size, scoring.DEFAULT_BATCH_TOKENS, batch_multiple(spec))
     width, choices = 16, 4  # a short continuation; MMLU's four answer letters
     ids = _batch_sds(mesh, spec.rules, (rows, length))
     targets = _batch_sds(mesh, spec.rules, (rows, width))
@@ -214,7 +214,7 @@ def score_program(config, cfg: ModelConfig, mesh, platform: str) -> Program:
     flops = forward_flops(cfg, rows * length, _causal_pairs(rows, length), rows * width)
     return Program(
         "score", f"{rows} requests x {length} tokens", flops,
-        lambda: ll._score_batch.lower(params, spec, ids, ids, targets, valid, last, last_valid),
+        lambda: scoring._score_batch.lower(params, spec, ids, ids, targets, valid, last, last_valid),
     )  # fmt: skip
 
 
