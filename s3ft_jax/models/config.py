@@ -25,8 +25,10 @@ SUPPORTED_ARCHITECTURES = {
     "Qwen3ForCausalLM": "qwen3",
     "Gemma3ForCausalLM": "gemma3",
 }
-# config.json's model_type where it differs from the family name.
-_MODEL_TYPES = {"gemma3_text": "Gemma3ForCausalLM"}
+# config.json's model_type -> architecture, for configs that name no architecture. Gemma's
+# text model is "gemma3_text"; "gemma3" is the multimodal Gemma3ForConditionalGeneration.
+_MODEL_TYPES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
+                "qwen3": "Qwen3ForCausalLM", "gemma3_text": "Gemma3ForCausalLM"}  # fmt: skip
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
 # hidden_act / hidden_activation -> the activation we compute ("gelu_tanh": GELU's tanh form).
 _ACTIVATIONS = {"silu": "silu", "swish": "silu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh"}
@@ -96,8 +98,7 @@ class ModelConfig:
         archs = hf.get("architectures") or []
         arch = next((a for a in archs if a in SUPPORTED_ARCHITECTURES), None)
         if arch is None:
-            model_type = hf.get("model_type", "")
-            arch = _MODEL_TYPES.get(model_type) or {v: k for k, v in SUPPORTED_ARCHITECTURES.items()}.get(model_type)
+            arch = _MODEL_TYPES.get(hf.get("model_type", ""))
         if arch is None:
             raise ModelError(
                 f"unsupported architecture {archs or hf.get('model_type')!r}: "
@@ -166,11 +167,12 @@ def _gemma_ropes(hf: dict[str, Any]) -> tuple[RopeConfig, RopeConfig]:
     params = hf.get("rope_parameters") or {}
     if "full_attention" in params or "sliding_attention" in params:
         full, local = params.get("full_attention") or {}, params.get("sliding_attention") or {}
+        length = {k: hf[k] for k in ("max_position_embeddings",) if k in hf}
         return (
-            _rope_config({"rope_parameters": full}, default_theta=1e6),
-            _rope_config({"rope_parameters": local}, default_theta=1e4),
+            _rope_config({"rope_parameters": full, **length}, default_theta=1e6),
+            _rope_config({"rope_parameters": local, **length}, default_theta=1e4),
         )
-    local = {"rope_theta": hf.get("rope_local_base_freq", 1e4)}
+    local = {"rope_theta": hf.get("rope_local_base_freq", 1e4), "max_position_embeddings": hf.get("max_position_embeddings", 8192)}
     return _rope_config(hf, default_theta=1e6), _rope_config(local)
 
 
