@@ -154,3 +154,17 @@ def test_lora_on_every_projection_trains_exports_and_reloads(family_dir, tmp_pat
     after = step_lib.flatten(nnx.to_pure_dict(nnx.state(reloaded, nnx.Param)))
     changed = {k for k in before if not np.array_equal(np.asarray(before[k]), np.asarray(after[k]))}
     assert changed == {f"layers.{p}_proj.kernel" for p in ("q", "k", "v", "o", "gate", "up", "down")}, family
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("name, family, billions", [("qwen3-8b", "qwen3", 8.19), ("google/gemma-3-12b-it", "gemma3", 11.77)])
+def test_plan_presets_have_the_published_sizes(name, family, billions):
+    """`s3ft plan`'s shapes for Qwen3-8B and Gemma 3 12B (its text model): the parameter
+    count their model cards give, from the parameter table."""
+    from s3ft_jax.models.params import param_shapes
+    from s3ft_jax.plan.targets import model_config
+
+    cfg = model_config(name)
+    assert cfg.family == family
+    count = sum(int(np.prod(s)) for s in param_shapes(cfg).values())
+    assert abs(count / 1e9 - billions) < 0.01, count
