@@ -447,7 +447,8 @@ def decoder_layer(p: dict, spec: ForwardSpec, x, cos, sin, mask, cache=None, wri
     scale = cfg.attention_scale
     if spec.attention != "xla" and cache is None:  # `mask` is then each row's length
         impl = "cudnn" if spec.attention == "cudnn" else "xla"
-        attn = jax.nn.dot_product_attention(q, k, v, scale=scale, is_causal=True, key_value_seq_lengths=mask, implementation=impl)
+        own_scale = scale if cfg.query_pre_attn_scalar else None  # None: the library's 1/sqrt(Dh), as before
+        attn = jax.nn.dot_product_attention(q, k, v, scale=own_scale, is_causal=True, key_value_seq_lengths=mask, implementation=impl)
         return _mlp_block(p, spec, x, attn), None
     k, v = k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3)  # k [B, K, Dh, T], v [B, K, T, Dh]
     if cache is not None:
