@@ -15,6 +15,9 @@ PRESETS = {
     "llama-3.1-8b-instruct": dict(name="meta-llama/Llama-3.1-8B-Instruct", dtype="bfloat16"),
     "qwen2.5-0.5b-instruct": dict(name="Qwen/Qwen2.5-0.5B-Instruct", dtype="bfloat16"),
     "qwen2.5-7b-instruct": dict(name="Qwen/Qwen2.5-7B-Instruct", dtype="bfloat16"),
+    "qwen3-8b": dict(name="Qwen/Qwen3-8B", dtype="bfloat16"),
+    # Gemma 3's text-only checkpoints (270M, 1B); 4B and up are multimodal, not loadable yet.
+    "gemma-3-1b-it": dict(name="google/gemma-3-1b-it", dtype="bfloat16"),
 }
 
 

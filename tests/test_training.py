@@ -119,10 +119,11 @@ def test_loss_is_masked_mean_over_target_tokens_only(tiny, tmp_path):
 
 
 @pytest.mark.fast
-@pytest.mark.parametrize("tied", [True, False])
-def test_lm_head_loss_and_gradients_equal_autodiff_of_full_logits(tied):
+@pytest.mark.parametrize("tied, cap", [(True, 0.0), (False, 0.0), (True, 3.0)])
+def test_lm_head_loss_and_gradients_equal_autodiff_of_full_logits(tied, cap):
     """The chunked LM-head loss (gradient made in the forward pass) equals autodiff of
-    sum(w * cross_entropy(h @ head, y)) over full logits, for several chunks."""
+    sum(w * cross_entropy(h @ head, y)) over full logits, for several chunks; with a soft cap
+    (Gemma's final_logit_softcapping) over cap * tanh(logits / cap)."""
     rng = np.random.RandomState(1)
     B, T, D, V = 2, 12, 16, 50
     hidden = jnp.asarray(rng.randn(B, T, D).astype(np.float32))
@@ -132,11 +133,13 @@ def test_lm_head_loss_and_gradients_equal_autodiff_of_full_logits(tied):
 
     def reference(h, w_head):
         logits = jnp.einsum("btd,vd->btv" if tied else "btd,dv->btv", h, w_head)
+        if cap:
+            logits = cap * jnp.tanh(logits / cap)
         nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[..., None], axis=-1)[..., 0]
         return jnp.sum(weights * nll)
 
     def ours(h, w_head):
-        return step_lib.lm_head_loss(h, w_head, labels, weights, tied, True, None, B * 4 * V)  # 3 chunks of 4
+        return step_lib.lm_head_loss(h, w_head, labels, weights, tied, True, None, B * 4 * V, cap)  # 3 chunks of 4
 
     assert step_lib.lm_head_chunk_len(B, T, V, B * 4 * V) == 4
     np.testing.assert_allclose(ours(hidden, head), reference(hidden, head), rtol=1e-5)
@@ -424,14 +427,16 @@ def test_dot_product_attention_path_equals_ours(tiny_untied):
     np.testing.assert_allclose(np.asarray(fused)[valid], np.asarray(ours)[valid], atol=1e-4)
 
 
-def test_remat_policies_agree_and_minimal_recomputes_no_projection(tiny):
+@pytest.mark.parametrize("family", ["llama_tied", "qwen3", "gemma3"])
+def test_remat_policies_agree_and_minimal_recomputes_no_projection(tiny, family, tmp_path):
     """Every remat policy gives the same gradients; "minimal" recomputes only the attention
-    scores in backward (one matmul per query block), never a projection."""
+    scores in backward (one matmul per query block), never a projection: nor behind Qwen3's
+    and Gemma's q/k norms, or Gemma's norms of the attention and MLP outputs."""
     import dataclasses
 
     from s3ft_jax.models.llama import hidden_states
 
-    model = from_pretrained(tiny)
+    model = from_pretrained(tiny if family == "llama_tied" else make_tiny_dir(tmp_path, family=family))
     params = nnx_params(model)
     ids = jnp.asarray(np.random.RandomState(2).randint(3, 300, (2, 16)))
     pos = jnp.broadcast_to(jnp.arange(16), (2, 16))

@@ -36,6 +36,19 @@ FAMILIES = {
     "qwen2": lambda: ("Qwen2Config", dict(rope_theta=123456.0, use_sliding_window=True, sliding_window=20, max_window_layers=1)),
     # SmolLM2-like: tied embeddings, explicit head_dim, attention bias on all projections.
     "llama_tied": lambda: ("LlamaConfig", dict(rope_theta=100000.0, tie_word_embeddings=True, head_dim=16, attention_bias=True)),
+    # Qwen3: per-head q/k norms, no biases, an explicit head_dim unlike hidden / heads.
+    "qwen3": lambda: ("Qwen3Config", dict(rope_theta=54321.0, head_dim=24, tie_word_embeddings=False)),
+    # Gemma 3 text, every option its config can set: local (window 20, own RoPE base) and
+    # global (linear-scaled RoPE) layers, a query scale unlike head_dim, a final soft cap
+    # small enough to bend these random logits. transformers' Gemma 3 ignores
+    # attn_logit_softcapping (eager attention, the one kernel that could cap, is not passed
+    # it): set here, it must change nothing in ours either.
+    "gemma3": lambda: ("Gemma3TextConfig", dict(
+        head_dim=16, sliding_window=20, layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+        rope_parameters={"full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 200000.0},
+                         "sliding_attention": {"rope_type": "default", "rope_theta": 7000.0}},
+        query_pre_attn_scalar=24, attn_logit_softcapping=2.0, final_logit_softcapping=1.5, attn_implementation="eager",
+    )),
 }
 
 

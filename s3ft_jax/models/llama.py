@@ -1,4 +1,8 @@
-"""The Llama-family decoder (Llama 2/3.x, Mistral, Qwen2) as a flax.nnx module.
+"""The Llama-family decoder (Llama 2/3.x, Mistral, Qwen2, Qwen3, Gemma 3 text) as a flax.nnx
+module. The families differ only in static config (models/config.py): Qwen3 and Gemma norm
+each query and key head, Gemma adds norms after attention and the MLP, GeGLU, scaled
+embeddings, its own attention scale, a final-logit soft cap and a second RoPE base for its
+local layers.
 
 Layer weights are stacked along a leading `layers` axis and the forward pass scans over them:
 one compiled layer body instead of N unrolled copies, which keeps compile time flat in depth
@@ -25,6 +29,7 @@ from jax.ad_checkpoint import checkpoint_name
 
 from s3ft_jax.models.adapter import PROJECTION_KEYS, Adapter
 from s3ft_jax.models.config import ModelConfig
+from s3ft_jax.models.norms import gate_activation, rms_norm, softcap
 from s3ft_jax.models.params import param_specs
 from s3ft_jax.models.rope import apply_rope, inverse_frequencies, rope_tables
 from s3ft_jax.sharding import DEFAULT_RULES, ShardingRules
@@ -68,7 +73,7 @@ class LlamaForCausalLM(nnx.Module):
         groups: dict[str, dict[str, jax.Array]] = {}
         for path, spec in param_specs(cfg).items():
             *group, leaf = path.split(".")
-            groups.setdefault(".".join(group), {})[leaf] = init_param(rngs, spec.init, spec.shape(cfg), param_dtype)
+            groups.setdefault(".".join(group), {})[leaf] = init_param(rngs, spec.initial(cfg), spec.shape(cfg), param_dtype)
         self.embed = _Params(groups.pop("embed"))
         self.final_norm = _Params(groups.pop("final_norm"))
         if "lm_head" in groups:
@@ -224,7 +229,10 @@ def forward_cached(params: dict, spec: ForwardSpec, input_ids, positions, valid,
 # a little more memory for a faster step, is measured in docs/performance.md).
 # LoRA's dropout masks are not kept: recomputing one from its key is a single fused hash
 # pass (see _hash_bits), as fast as storing it and lighter.
-SAVED_ACTIVATIONS = ("norm_in", "q", "k", "v", "attn_out", "attn_res", "mlp_in", "gate", "up")
+# With q/k norms, "q" and "k" are the projections' outputs (the norm and RoPE are recomputed);
+# Gemma's norms after attention and the MLP read "attn_proj" and "mlp_proj", the outputs of
+# o_proj and down_proj, which other families never name.
+SAVED_ACTIVATIONS = ("norm_in", "q", "k", "v", "attn_out", "attn_res", "mlp_in", "gate", "up", "attn_proj", "mlp_proj")
 _REMAT_POLICIES = {
     "full": None,  # save nothing but the layer's input
     "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
@@ -235,8 +243,12 @@ _REMAT_POLICIES = {
 def _decoder(params, spec: ForwardSpec, input_ids, positions, valid, *, cache, write_index, segment_ids=None, attend_len=None):
     cfg = spec.cfg
     x = jnp.take(params["embed"]["embedding"], input_ids, axis=0).astype(spec.dtype)
+    if cfg.embed_scale:  # Gemma: times sqrt(hidden), rounded to the compute dtype first as HF does
+        x = x * jnp.asarray(np.float32(cfg.hidden_size**0.5), spec.dtype)
     x = spec.constrain(x, "batch", "seq", "act_embed")
     cos, sin = rope_tables(positions, inverse_frequencies(cfg.rope, cfg.head_dim))
+    # Gemma's sliding-window layers rotate with their own base: (cos, sin) of each layer kind.
+    local = None if cfg.local_rope is None else rope_tables(positions, inverse_frequencies(cfg.local_rope, cfg.head_dim))
     windows = jnp.asarray([w or _FULL_ATTENTION for w in cfg.sliding_windows], jnp.int32)
     if cache is None:
         k_pos, k_valid = positions, valid
@@ -252,28 +264,32 @@ def _decoder(params, spec: ForwardSpec, input_ids, positions, valid, *, cache, w
 
         def layer(x, scanned):
             layer_params, window = scanned
+            c, s = cos, sin
+            if local is not None:  # the scanned layer's kind picks its tables
+                c, s = (jnp.where(window < _FULL_ATTENTION, lt, gt) for lt, gt in zip(local, (cos, sin)))
             if spec.attention != "xla":
-                return decoder_layer(layer_params, spec, x, cos, sin, lengths)[0], None
+                return decoder_layer(layer_params, spec, x, c, s, lengths)[0], None
             mask = attention_mask(positions, k_pos, k_valid, window)
             if same_segment is not None:
                 mask = mask & same_segment
-            return decoder_layer(layer_params, spec, x, cos, sin, mask)[0], None
+            return decoder_layer(layer_params, spec, x, c, s, mask)[0], None
 
         if spec.remat != "none":
             layer = jax.checkpoint(layer, policy=_REMAT_POLICIES[spec.remat], prevent_cse=False)
         x, _ = jax.lax.scan(layer, x, (params["layers"], windows))
-        return rms_norm(x, params["final_norm"]["scale"], cfg.rms_norm_eps), None
+        return rms_norm(x, params["final_norm"]["scale"], cfg.rms_norm_eps, cfg.gemma_norms), None
 
     masks: dict[int, jax.Array] = {}  # one mask per distinct window size
     keys, values = [], []
     for p, window, cache_k, cache_v in zip(params["layers"], cfg.sliding_windows, cache["k"], cache["v"], strict=True):
+        c, s = local if window and local is not None else (cos, sin)
         window = window or _FULL_ATTENTION
         if window not in masks:
             masks[window] = attention_mask(positions, k_pos[:, :attend_len], k_valid[:, :attend_len], window)
-        x, (cache_k, cache_v) = decoder_layer(p, spec, x, cos, sin, masks[window], (cache_k, cache_v), write_index, attend_len)
+        x, (cache_k, cache_v) = decoder_layer(p, spec, x, c, s, masks[window], (cache_k, cache_v), write_index, attend_len)
         keys.append(cache_k)
         values.append(cache_v)
-    hidden = rms_norm(x, params["final_norm"]["scale"], cfg.rms_norm_eps)
+    hidden = rms_norm(x, params["final_norm"]["scale"], cfg.rms_norm_eps, cfg.gemma_norms)
     return hidden, {"k": tuple(keys), "v": tuple(values), "pos": k_pos, "valid": k_valid}
 
 
@@ -283,6 +299,7 @@ def logits_from_hidden(params: dict, spec: ForwardSpec, hidden: jax.Array) -> ja
     else:
         head, eq = params["lm_head"]["kernel"], "btd,dv->btv"
     logits = jnp.einsum(eq, hidden, head.astype(hidden.dtype), preferred_element_type=jnp.float32)
+    logits = softcap(logits, spec.cfg.final_softcap)
     return spec.constrain(logits, "batch", "seq", "act_vocab")
 
 
@@ -290,12 +307,6 @@ def attention_mask(q_pos, k_pos, k_valid, window) -> jax.Array:
     """[B, T, S] bool: causal by position, valid keys only, within the sliding window."""
     diff = q_pos[:, :, None] - k_pos[:, None, :]
     return k_valid[:, None, :] & (diff >= 0) & (diff < window)
-
-
-def rms_norm(x: jax.Array, scale: jax.Array, eps: float) -> jax.Array:
-    xf = x.astype(jnp.float32)
-    normed = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + eps)
-    return (scale.astype(jnp.float32) * normed).astype(x.dtype)
 
 
 def project(p: dict, x: jax.Array, eq: str) -> jax.Array:
@@ -427,15 +438,17 @@ def decoder_layer(p: dict, spec: ForwardSpec, x, cos, sin, mask, cache=None, wri
     writes the new k/v into slots [write_index, +T), attends to slots [0, attend_len) (all
     of them by default) and returns the updated pair."""
     cfg = spec.cfg
-    h = checkpoint_name(rms_norm(x, p["input_norm"]["scale"], cfg.rms_norm_eps), "norm_in")
-    q = checkpoint_name(apply_rope(project(p["q_proj"], h, "btd,dhk->bthk"), cos, sin), "q")
-    k = checkpoint_name(apply_rope(project(p["k_proj"], h, "btd,dhk->bthk"), cos, sin), "k")
+    h = checkpoint_name(rms_norm(x, p["input_norm"]["scale"], cfg.rms_norm_eps, cfg.gemma_norms), "norm_in")
+    q = _query_or_key(p, "q", spec, h, cos, sin)
+    k = _query_or_key(p, "k", spec, h, cos, sin)
     v = checkpoint_name(project(p["v_proj"], h, "btd,dhk->bthk"), "v")
     q = spec.constrain(q, "batch", "seq", "act_heads", None)
     new_cache = None
+    scale = cfg.attention_scale
     if spec.attention != "xla" and cache is None:  # `mask` is then each row's length
         impl = "cudnn" if spec.attention == "cudnn" else "xla"
-        attn = jax.nn.dot_product_attention(q, k, v, is_causal=True, key_value_seq_lengths=mask, implementation=impl)
+        own_scale = scale if cfg.query_pre_attn_scalar else None  # None: the library's 1/sqrt(Dh), as before
+        attn = jax.nn.dot_product_attention(q, k, v, scale=own_scale, is_causal=True, key_value_seq_lengths=mask, implementation=impl)
         return _mlp_block(p, spec, x, attn), None
     k, v = k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3)  # k [B, K, Dh, T], v [B, K, T, Dh]
     if cache is not None:
@@ -445,30 +458,49 @@ def decoder_layer(p: dict, spec: ForwardSpec, x, cos, sin, mask, cache=None, wri
         new_cache = cache_k, cache_v
         k, v = cache_k[..., :attend_len], cache_v[:, :, :attend_len]
     if cache is None:
-        attn = attend_causal_blocks(q, k, v, mask)
+        attn = attend_causal_blocks(q, k, v, mask, scale=scale)
     else:
-        attn = attend(q, k.astype(q.dtype), v.astype(q.dtype), mask, by_reduction=q.shape[1] == 1 and spec.backend == "cpu")
+        by_reduction = q.shape[1] == 1 and spec.backend == "cpu"
+        attn = attend(q, k.astype(q.dtype), v.astype(q.dtype), mask, by_reduction=by_reduction, scale=scale)
     return _mlp_block(p, spec, x, attn), new_cache
 
 
-def _mlp_block(p: dict, spec: ForwardSpec, x, attn):
-    """The rest of a block after attention: output projection, residual, MLP, residual."""
+def _query_or_key(p: dict, name: str, spec: ForwardSpec, h, cos, sin):
+    """Queries or keys [B, T, heads, Dh]: the projection, with q/k norms (Qwen3, Gemma) each
+    head normed, then rotated."""
     cfg = spec.cfg
-    x = x + project(p["o_proj"], checkpoint_name(attn, "attn_out"), "bthk,hkd->btd")
-    x = checkpoint_name(x, "attn_res")
+    y = project(p[f"{name}_proj"], h, "btd,dhk->bthk")
+    if not cfg.qk_norm:
+        return checkpoint_name(apply_rope(y, cos, sin), name)
+    y = rms_norm(checkpoint_name(y, name), p[f"{name}_norm"]["scale"], cfg.rms_norm_eps, cfg.gemma_norms)
+    return apply_rope(y, cos, sin)
+
+
+def _mlp_block(p: dict, spec: ForwardSpec, x, attn):
+    """The rest of a block after attention: output projection, residual, MLP, residual.
+    Gemma norms the attention's and the MLP's outputs before each residual, and its MLP's
+    input with a norm of its own (Llama's post_attention_layernorm is the MLP's input norm)."""
+    cfg = spec.cfg
+    eps, gemma = cfg.rms_norm_eps, cfg.gemma_norms
+    out = project(p["o_proj"], checkpoint_name(attn, "attn_out"), "bthk,hkd->btd")
+    if gemma:
+        out = rms_norm(checkpoint_name(out, "attn_proj"), p["post_attn_norm"]["scale"], eps, True)
+    x = checkpoint_name(x + out, "attn_res")
     x = spec.constrain(x, "batch", "seq", "act_embed")
-    h = checkpoint_name(rms_norm(x, p["post_attn_norm"]["scale"], cfg.rms_norm_eps), "mlp_in")
+    h = checkpoint_name(rms_norm(x, p["pre_mlp_norm" if gemma else "post_attn_norm"]["scale"], eps, gemma), "mlp_in")
     gate = checkpoint_name(project(p["gate_proj"], h, "btd,df->btf"), "gate")
     up = checkpoint_name(project(p["up_proj"], h, "btd,df->btf"), "up")
-    x = x + project(p["down_proj"], jax.nn.silu(gate) * up, "btf,fd->btd")
-    return spec.constrain(x, "batch", "seq", "act_embed")
+    out = project(p["down_proj"], gate_activation(gate, cfg.activation) * up, "btf,fd->btd")
+    if gemma:
+        out = rms_norm(checkpoint_name(out, "mlp_proj"), p["post_mlp_norm"]["scale"], eps, True)
+    return spec.constrain(x + out, "batch", "seq", "act_embed")
 
 
 # Query blocks for attention over a whole sequence: at most this many, of at least this size.
 _CAUSAL_BLOCKS, _MIN_CAUSAL_BLOCK = 4, 128
 
 
-def attend_causal_blocks(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+def attend_causal_blocks(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, scale: float | None = None) -> jax.Array:
     """`attend` over a sequence attending to itself (q, k, v from the same T tokens), in query
     blocks, each reading only the keys up to its last query.
 
@@ -484,13 +516,16 @@ def attend_causal_blocks(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Arr
     outs = []
     for i in range(blocks):
         end = (i + 1) * size
-        outs.append(attend(q[:, i * size : end], k[..., :end], v[:, :, :end], mask[:, i * size : end, :end]))
+        outs.append(attend(q[:, i * size : end], k[..., :end], v[:, :, :end], mask[:, i * size : end, :end], scale=scale))
     return outs[0] if blocks == 1 else jnp.concatenate(outs, axis=1)
 
 
-def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *, by_reduction: bool | None = None) -> jax.Array:
+def attend(
+    q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *, by_reduction: bool | None = None, scale: float | None = None
+) -> jax.Array:
     """Grouped-query attention. q [B,T,H,Dh], k [B,K,Dh,S] (transposed), v [B,K,S,Dh],
-    mask [B,T,S] -> [B,T,H,Dh].
+    mask [B,T,S] -> [B,T,H,Dh]. Scores are scaled by `scale`, by default Dh^-0.5 (Gemma's
+    is query_pre_attn_scalar^-0.5).
 
     Queries are regrouped as [B, K, T*G, Dh] so both products are plain batched matmuls over
     (B, K): XLA's CPU backend runs that form much faster than the 5-d einsum.
@@ -511,7 +546,7 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *, by_redu
         scores = jnp.sum(qg.astype(jnp.float32)[..., None] * k.astype(jnp.float32)[:, :, None], axis=3)
     else:
         scores = jnp.einsum("bkqd,bkds->bkqs", qg, k, preferred_element_type=jnp.float32)
-    scores = (scores * (Dh**-0.5)).reshape(B, K, T, G, -1)
+    scores = (scores * (Dh**-0.5 if scale is None else scale)).reshape(B, K, T, G, -1)
     scores = jnp.where(mask[:, None, :, None, :], scores, _MASKED)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype).reshape(B, K, T * G, -1)
     if by_reduction:

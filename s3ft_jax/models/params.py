@@ -80,7 +80,7 @@ def axis_sizes(cfg: ModelConfig) -> dict[str, int]:
 class ParamSpec:
     path: str  # ours, dotted: "layers.q_proj.kernel" (stacked over layers when it starts with "layers.")
     axes: tuple[str, ...]  # logical axis names
-    init: str  # "normal" (std 0.02) | "ones" | "zeros"
+    init: str  # "normal" (std 0.02) | "zeros" | "norm" (identity: ones, or zeros where the norm scales by 1 + w)
     hf: str  # the HF tensor name, a regex; LAYER stands for the layer index
     layout: Layout
     present: Callable[[ModelConfig], bool] = lambda cfg: True
@@ -94,6 +94,12 @@ class ParamSpec:
         parts = self.path.split(".")
         return parts[-2]
 
+    def initial(self, cfg: ModelConfig) -> str:
+        """`init` resolved for `cfg`: "normal", "ones" or "zeros"."""
+        if self.init == "norm":
+            return "zeros" if cfg.gemma_norms else "ones"
+        return self.init
+
     def shape(self, cfg: ModelConfig) -> tuple[int, ...]:
         sizes = axis_sizes(cfg)
         return tuple(sizes[a] for a in self.axes)
@@ -103,13 +109,22 @@ LAYER = r"model\.layers\.(\d+)\."
 _qkv_bias = lambda c: c.qkv_bias  # noqa: E731
 _o_bias = lambda c: c.o_bias  # noqa: E731
 _mlp_bias = lambda c: c.mlp_bias  # noqa: E731
+_qk_norm = lambda c: c.qk_norm  # noqa: E731
+_gemma_norms = lambda c: c.gemma_norms  # noqa: E731
 
 # In this order models are initialised (one random draw per "normal" row) and exported.
+# HF's post_attention_layernorm is the MLP's input norm in Llama-style blocks, but in Gemma's
+# (which also have pre_/post_feedforward_layernorm) the norm of the attention's output: one
+# row either way, read by the block as its family says (llama.decoder_layer).
 PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("embed.embedding", ("vocab", "embed"), "normal", r"model\.embed_tokens\.weight", SAME),
-    ParamSpec("final_norm.scale", ("norm",), "ones", r"model\.norm\.weight", SAME),
-    ParamSpec("layers.input_norm.scale", ("layers", "norm"), "ones", LAYER + r"input_layernorm\.weight", SAME),
-    ParamSpec("layers.post_attn_norm.scale", ("layers", "norm"), "ones", LAYER + r"post_attention_layernorm\.weight", SAME),
+    ParamSpec("final_norm.scale", ("norm",), "norm", r"model\.norm\.weight", SAME),
+    ParamSpec("layers.input_norm.scale", ("layers", "norm"), "norm", LAYER + r"input_layernorm\.weight", SAME),
+    ParamSpec("layers.post_attn_norm.scale", ("layers", "norm"), "norm", LAYER + r"post_attention_layernorm\.weight", SAME),
+    ParamSpec("layers.pre_mlp_norm.scale", ("layers", "norm"), "norm", LAYER + r"pre_feedforward_layernorm\.weight", SAME, _gemma_norms),
+    ParamSpec("layers.post_mlp_norm.scale", ("layers", "norm"), "norm", LAYER + r"post_feedforward_layernorm\.weight", SAME, _gemma_norms),
+    ParamSpec("layers.q_norm.scale", ("layers", "head_dim"), "norm", LAYER + r"self_attn\.q_norm\.weight", SAME, _qk_norm),
+    ParamSpec("layers.k_norm.scale", ("layers", "head_dim"), "norm", LAYER + r"self_attn\.k_norm\.weight", SAME, _qk_norm),
     ParamSpec("layers.q_proj.kernel", ("layers", "embed", "q_heads", "head_dim"), "normal", LAYER + r"self_attn\.q_proj\.weight", Q_IN, lora_inputs=1),
     ParamSpec("layers.k_proj.kernel", ("layers", "embed", "kv_heads", "head_dim"), "normal", LAYER + r"self_attn\.k_proj\.weight", KV_IN, lora_inputs=1),
     ParamSpec("layers.v_proj.kernel", ("layers", "embed", "kv_heads", "head_dim"), "normal", LAYER + r"self_attn\.v_proj\.weight", KV_IN, lora_inputs=1),

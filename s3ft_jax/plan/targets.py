@@ -143,11 +143,27 @@ PRESETS: dict[str, dict] = {
         "rope_scaling": {**_LLAMA3_ROPE, "factor": 32.0}, "max_position_embeddings": 131072, "rms_norm_eps": 1e-5,
         "tie_word_embeddings": True, "eos_token_id": [128001, 128008, 128009],
     },
+    "qwen3-8b": {
+        "architectures": ["Qwen3ForCausalLM"], "hidden_size": 4096, "intermediate_size": 12288, "num_hidden_layers": 36,
+        "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151936, "rope_theta": 1e6,
+        "max_position_embeddings": 40960, "rms_norm_eps": 1e-6, "tie_word_embeddings": False, "use_sliding_window": False,
+        "eos_token_id": 151645,
+    },
+    # The text model of google/gemma-3-12b-it (a Gemma3ForConditionalGeneration checkpoint).
+    "gemma-3-12b": {
+        "architectures": ["Gemma3ForCausalLM"], "hidden_size": 3840, "intermediate_size": 15360, "num_hidden_layers": 48,
+        "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 256, "vocab_size": 262208,
+        "query_pre_attn_scalar": 256, "rope_theta": 1e6, "rope_local_base_freq": 10000.0,
+        "rope_scaling": {"rope_type": "linear", "factor": 8.0}, "sliding_window": 1024, "sliding_window_pattern": 6,
+        "hidden_activation": "gelu_pytorch_tanh", "max_position_embeddings": 131072, "rms_norm_eps": 1e-6,
+        "tie_word_embeddings": True, "eos_token_id": [1, 106],
+    },
 }  # fmt: skip
 # Hub ids (any case, with or without -Instruct/-v0.x) -> preset.
 _HUB = {
     "mistralai/mistral-7b": "mistral-7b", "meta-llama/llama-3.1-8b": "llama-3.1-8b", "meta-llama/meta-llama-3.1-8b": "llama-3.1-8b",
-    "qwen/qwen2.5-7b": "qwen2.5-7b", "meta-llama/llama-3.2-1b": "llama-3.2-1b",
+    "qwen/qwen2.5-7b": "qwen2.5-7b", "meta-llama/llama-3.2-1b": "llama-3.2-1b", "qwen/qwen3-8b": "qwen3-8b",
+    "google/gemma-3-12b": "gemma-3-12b", "google/gemma-3-12b-it": "gemma-3-12b", "google/gemma-3-12b-pt": "gemma-3-12b",
 }  # fmt: skip
 
 

@@ -75,19 +75,20 @@ def lm_head_chunk_len(batch: int, length: int, vocab: int, elements: int = 0) ->
     return max(d for d in range(1, length + 1) if length % d == 0 and (d <= target or d == 1))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
-def lm_head_loss(hidden, head, labels, weights, tied: bool, head_grad: bool, spec: ForwardSpec | None = None, chunk_elements: int = 0):
-    """sum(weights * cross_entropy(hidden @ head, labels)) in float32.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7, 8))
+def lm_head_loss(hidden, head, labels, weights, tied: bool, head_grad: bool, spec: ForwardSpec | None = None, chunk_elements: int = 0, cap: float = 0.0):
+    """sum(weights * cross_entropy(hidden @ head, labels)) in float32; with `cap` (Gemma's
+    final_logit_softcapping) the logits are cap * tanh(logits / cap) first.
 
     hidden [B, T, D], head [V, D] (tied) or [D, V], labels/weights [B, T]. The forward pass
     walks T in chunks and computes each chunk's softmax gradient right away, keeping d(hidden)
     and d(head) instead of logits: memory O(chunk x V) and no logits recomputed in backward.
     """
-    loss, _ = _lm_head_fwd_impl(hidden, head, labels, weights, tied, head_grad, spec, chunk_elements)
+    loss, _ = _lm_head_fwd_impl(hidden, head, labels, weights, tied, head_grad, spec, chunk_elements, cap)
     return loss
 
 
-def _lm_head_fwd_impl(hidden, head, labels, weights, tied, head_grad, spec, chunk_elements):
+def _lm_head_fwd_impl(hidden, head, labels, weights, tied, head_grad, spec, chunk_elements, cap):
     B, T, D = hidden.shape
     V = head.shape[0] if tied else head.shape[1]
     c = lm_head_chunk_len(B, T, V, chunk_elements)
@@ -107,6 +108,9 @@ def _lm_head_fwd_impl(hidden, head, labels, weights, tied, head_grad, spec, chun
         logits = jnp.einsum(logits_eq, h, head_c, preferred_element_type=jnp.float32)
         if spec is not None:
             logits = spec.constrain(logits, "batch", "seq", "act_vocab")
+        if cap:
+            capped = jnp.tanh(logits / cap)
+            logits = capped * cap
         # exp once, kept for the gradient: logsumexp then exp(logits - lse) made XLA's CPU
         # backend evaluate the exponentials twice, once inside a slow reduction
         # (docs/performance.md).
@@ -117,6 +121,8 @@ def _lm_head_fwd_impl(hidden, head, labels, weights, tied, head_grad, spec, chun
         target = jnp.take_along_axis(logits, y[..., None], axis=-1)[..., 0]
         loss = loss + jnp.sum(w * (lse - target))
         g = e * (1.0 / s)[..., None] - jax.nn.one_hot(y, V, dtype=jnp.float32)
+        if cap:  # d(cap * tanh(z / cap)) / dz
+            g = g * (1.0 - capped * capped)
         g = (g * w[..., None]).astype(cdt)
         dh = jnp.einsum(dh_eq, g, head_c, preferred_element_type=jnp.float32).astype(cdt)
         if head_grad:
@@ -129,13 +135,13 @@ def _lm_head_fwd_impl(hidden, head, labels, weights, tied, head_grad, spec, chun
     return loss, (dh, dhead)
 
 
-def _lm_head_fwd(hidden, head, labels, weights, tied, head_grad, spec, chunk_elements):
-    loss, (dh, dhead) = _lm_head_fwd_impl(hidden, head, labels, weights, tied, head_grad, spec, chunk_elements)
+def _lm_head_fwd(hidden, head, labels, weights, tied, head_grad, spec, chunk_elements, cap):
+    loss, (dh, dhead) = _lm_head_fwd_impl(hidden, head, labels, weights, tied, head_grad, spec, chunk_elements, cap)
     # The head rides along only for its shape and dtype (it is alive anyway: a parameter).
     return loss, (dh, dhead, head, labels, weights)
 
 
-def _lm_head_bwd(tied, head_grad, spec, chunk_elements, res, ct):
+def _lm_head_bwd(tied, head_grad, spec, chunk_elements, cap, res, ct):
     dh, dhead, head, labels, weights = res
     d_head = (ct * dhead).astype(head.dtype) if head_grad else jnp.zeros_like(head)
     return (ct * dh).astype(dh.dtype), d_head, np.zeros(labels.shape, jax.dtypes.float0), jnp.zeros_like(weights)
@@ -179,7 +185,8 @@ def loss_fn(params: dict, frozen: dict, batch: dict, key: jax.Array, denom: jax.
     head_grad = spec.lora is None  # under LoRA the head is frozen
     weights = batch["loss_weights"] / denom
     chunk = spec.head_chunk or (CHUNK_ELEMENTS if fwd.backend == "cpu" else ACCELERATOR_CHUNK_ELEMENTS)
-    return lm_head_loss(hidden, head, batch["loss_labels"], weights, tied, head_grad, fwd if fwd.mesh is not None else None, chunk)
+    mesh_spec = fwd if fwd.mesh is not None else None
+    return lm_head_loss(hidden, head, batch["loss_labels"], weights, tied, head_grad, mesh_spec, chunk, fwd.cfg.final_softcap)
 
 
 def train_step(state: dict, frozen: dict, batch: dict, *, spec: StepSpec, tx: optax.GradientTransformation, lr: Callable):
