@@ -53,14 +53,16 @@ run_part() {  # name, command...: its JSON lines (the summary line is dropped: t
   if [ $rc -ne 0 ]; then
     failed+=("$name")
     local why="exit status $rc"; [ $rc -eq 124 ] && why="over its time limit"
-    printf '{"bench": "%s", "error": "%s", "stderr_tail": %s}\n' "$name" "$why" \
-      "$("$PY" -c 'import json,sys; print(json.dumps(sys.stdin.read()[-500:]))' </tmp/device_suite_$$_$name.err)"
+    # The last of stderr, made JSON-safe without an interpreter (the failure may be the interpreter).
+    printf '{"bench": "%s", "error": "%s", "stderr_tail": "%s"}\n' "$name" "$why" \
+      "$(tail -c 400 /tmp/device_suite_$$_$name.err | tr -d '\000-\037"\\')"
   fi
   rm -f /tmp/device_suite_$$_$name.err
 }
 run_part decode "${decode[@]}"
 run_part train "${train[@]}"
 ok=true; [ ${#failed[@]} -eq 0 ] || ok=false
-names=$(printf '"%s", ' "${failed[@]+"${failed[@]}"}"); names=${names%, }
+names=""
+for f in "${failed[@]+"${failed[@]}"}"; do names="$names${names:+, }\"$f\""; done
 printf '{"bench": "suite", "mode": "%s", "ok": %s, "failed": [%s], "wall_s": %d}\n' "$mode" "$ok" "$names" $(( $(date +%s) - start ))
 [ "$ok" = true ]

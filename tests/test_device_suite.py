@@ -79,3 +79,21 @@ def test_sampler_gpu_rows_carry_roofline_and_the_fair_hf_baseline():
     assert summary["batch_64"]["ours_decode_tok_s"] == 32000 and summary["datasheet_bw_tb_s"] == 4.8
     rows, _ = m.summarize(a, {"params": 1}, {}, {**ours, "device": "cpu"})  # --skip-hf, unknown card
     assert "vs_hf" not in rows[0] and "of_roofline_datasheet" not in rows[0] and "of_roofline_measured" in rows[0]
+
+
+def test_each_part_reports_its_lines_or_its_error_and_a_suite_line_last(tmp_path):
+    # A stand-in interpreter: the suite's plumbing without a model (its own runs take minutes).
+    fake = tmp_path / "python"
+    fake.write_text('#!/bin/sh\ncase "$1" in *sampler_gpu.py) echo \'{"bench": "decode", "batch": 1}\'; echo \'{"summary": 1}\';;\n'
+                    '*) echo "no GPU here" >&2; exit 3;; esac\n')
+    fake.chmod(0o755)
+    proc = _suite("--tiny", env={"PYTHON": str(fake)})
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert lines[0] == {"bench": "decode", "batch": 1}  # the summary line is left out
+    assert lines[1] == {"bench": "train", "error": "exit status 3", "stderr_tail": "no GPU here"}
+    assert lines[2]["bench"] == "suite" and lines[2]["ok"] is False and lines[2]["failed"] == ["train"]
+    assert proc.returncode == 1
+    fake.write_text('#!/bin/sh\necho \'{"bench": "x"}\'\n')
+    proc = _suite("--tiny", env={"PYTHON": str(fake)})
+    last = json.loads(proc.stdout.splitlines()[-1])
+    assert proc.returncode == 0 and last["ok"] is True and last["failed"] == []
