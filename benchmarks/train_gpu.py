@@ -121,7 +121,7 @@ def main() -> None:
     except Exception:
         pass
     print(json.dumps({
-        "mfu": round(flops / step_s / peak, 4), "step_s": round(step_s, 4), "tokens_per_s": round(B * T / step_s, 1),
+        "bench": "train", "mfu": round(flops / step_s / peak, 4), "step_s": round(step_s, 4), "tokens_per_s": round(B * T / step_s, 1),
         "compile_s": round(max(times[0] - step_s, 0.0), 1), "params": n_params, "batch": B, "seq": T,
         "remat": args.remat, "attention": attention, "dtype": args.dtype, "devices": jax.device_count(),
         "device": jax.devices()[0].device_kind, "peak_tflops_per_device": peak / 1e12 / jax.device_count(),

@@ -7,8 +7,16 @@ dropout 0.1 on q_proj and v_proj). Both sides run AdamW (lr 1e-4) with gradient 
 1.0 and the same masked mean cross-entropy; the PyTorch side is `transformers`'
 LlamaForCausalLM (sdpa attention) with a minimal LoRA wrapper for the LoRA mode.
 
-Our process gets the malloc tunable that the `s3ft` command sets for itself
-(s3ft_jax/hostenv.py); the PyTorch process runs as a plain PyTorch script would.
+Both processes get the same allocator settings: by default the malloc tunable that the
+`s3ft` command sets for itself (s3ft_jax/hostenv.py, `GLIBC_TUNABLES=glibc.malloc.hugetlb=1`,
+about 8% on our step); `--malloc default` runs both without it, `--malloc both` measures each
+mode both ways (entries "full@hugetlb", "full@default", ...).
+
+Activation memory differs by design unless asked otherwise: our side rematerialises with
+`--remat` (train.remat, default minimal), the PyTorch side keeps every activation (no
+gradient checkpointing) unless `--torch-checkpointing` (HF's per-layer checkpointing, the
+nearest to remat full). The JSON names both ("ours_remat", "torch_checkpointing"), so a
+memory ratio is read with them.
 
 Each (framework, mode) runs in its own process, so each peak RSS (VmHWM) is its own. The two
 processes of a mode live side by side and step alternately (ours, then PyTorch, ...), so
@@ -83,6 +91,8 @@ from s3ft_jax.models import resolve_model_path
 torch.manual_seed(0)
 model = AutoModelForCausalLM.from_pretrained(resolve_model_path("smollm2-135m-instruct"), dtype=torch.float32)
 model.train()
+if args["torch_checkpointing"]:  # recompute each decoder layer in the backward pass
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 class LoraLinear(torch.nn.Module):
     def __init__(self, base, r=8, alpha=16, dropout=0.1):
@@ -153,17 +163,24 @@ def make_batch(path: str, rows: int, length: int) -> dict:
     return {"real_tokens": int((full["segment_ids"] > 0).sum()), "trained_tokens": int(full["weights"].sum()), "truncated": stats.truncated}
 
 
+def allocator_environ(environ, malloc: str) -> dict:
+    """`environ` with the malloc tunable `s3ft` uses ("hugetlb") or without it ("default")."""
+    from s3ft_jax import hostenv
+
+    env = dict(environ)
+    kept = [t for t in env.pop("GLIBC_TUNABLES", "").split(":") if t and not t.startswith("glibc.malloc.hugetlb=")]
+    if kept:
+        env["GLIBC_TUNABLES"] = ":".join(kept)
+    return hostenv.tuned_environ(env) if malloc == "hugetlb" else env
+
+
 class Worker:
     """One framework in its own process, stepping when told."""
 
     def __init__(self, code: str, args: dict):
-        env = dict(os.environ)
+        env = allocator_environ(os.environ, args["malloc"])  # the same for both frameworks
         env.pop("XLA_FLAGS", None)
         self.name = "ours" if code is OURS else "torch"
-        if self.name == "ours":  # the process settings `s3ft train` re-executes itself with
-            from s3ft_jax import hostenv
-
-            env = hostenv.tuned_environ(env)
         self.proc = subprocess.Popen(
             [sys.executable, "-c", code, json.dumps(args)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
         )
@@ -219,13 +236,18 @@ def main() -> None:
     parser.add_argument("--modes", default="full,lora")
     parser.add_argument("--remat", default="minimal", help="train.remat for our side")
     parser.add_argument("--only", choices=["ours", "torch"], default=None, help="run one side (for profiling)")
+    parser.add_argument("--malloc", choices=["hugetlb", "default", "both"], default="hugetlb",
+                        help="allocator settings, the same for both sides; both: measure each way")
+    parser.add_argument("--torch-checkpointing", action="store_true", help="gradient checkpointing on the PyTorch side")
     cli = parser.parse_args()
+    mallocs = ["hugetlb", "default"] if cli.malloc == "both" else [cli.malloc]
     result = {}
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "batch.npz")
         info = make_batch(path, cli.rows, cli.length)
-        for mode in cli.modes.split(","):
-            args = {"batch": path, "mode": mode, "warmup": cli.warmup, "steps": cli.steps, "remat": cli.remat}
+        for mode, malloc in [(m, a) for m in cli.modes.split(",") for a in mallocs]:
+            args = {"batch": path, "mode": mode, "warmup": cli.warmup, "steps": cli.steps, "remat": cli.remat,
+                    "malloc": malloc, "torch_checkpointing": cli.torch_checkpointing}
             both = run_mode(args, cli.only)
             ours, ref = both.get("ours"), both.get("torch")
             tokens = cli.rows * cli.length
@@ -241,11 +263,16 @@ def main() -> None:
                 entry["ratio"] = round(ref["step_s"] / ours["step_s"], 2)
                 entry["memory_ratio"] = round(ours["peak_rss_mb"] / ref["peak_rss_mb"], 2)
                 entry["first_loss_diff"] = round(abs(ours["losses"][0] - ref["losses"][0]), 5)
-            result[mode] = entry
-            print(f"{mode}: {json.dumps(entry)}", file=sys.stderr)
+            key = f"{mode}@{malloc}" if cli.malloc == "both" else mode
+            result[key] = entry
+            print(f"{key}: {json.dumps(entry)}", file=sys.stderr)
     print(json.dumps({
         **result, "batch": f"{cli.rows}x{cli.length}", **info, "dtype": "float32",
         "timed_steps": cli.steps, "remat": cli.remat, "machine": f"{os.cpu_count()} CPU cores",
+        "malloc": cli.malloc, "ours_remat": cli.remat,
+        "torch_checkpointing": "per layer (HF gradient checkpointing)" if cli.torch_checkpointing else "none",
+        "memory_note": (f"ours rematerialises (remat {cli.remat}); PyTorch "
+                        + ("checkpoints every layer" if cli.torch_checkpointing else "keeps every activation")),
     }))  # fmt: skip
 
 

@@ -186,5 +186,13 @@ def plan(config) -> None:
 
     from s3ft_jax.plan import format_table, plan as make_plan
 
+    from s3ft_jax.plan.cost import print_cost, workload_from_config
+
+    if config.plan.cost_only:  # no compiling, no libtpu: analytic step times
+        print_cost(config)
+        return
+    workload = workload_from_config(config)  # its errors before minutes of compiling
     target, cfg, rows = make_plan(config, log=lambda line: print(line, file=sys.stderr))
     print(format_table(config, target, cfg, rows))
+    print()
+    print_cost(config, rows, workload=workload)
