@@ -50,7 +50,7 @@ def check(command: str, config) -> None:
         from s3ft_jax.sampling.prompts import prompt_rows
 
         prompt_rows(config.generate.input)
-    if command not in ("report", "config", "plan"):  # plan reads shapes only (a preset or config.json)
+    if command not in ("report", "config", "plan", "data check", "data fetch"):  # plan reads shapes only (a preset or config.json)
         check_model_name(config.model.name)
     check_model_setup(command, config)
 
@@ -67,6 +67,10 @@ def check_model_setup(command: str, config) -> None:
 
 def _written_dirs(command: str, config) -> list[Path]:
     workdir = Path(config.workdir)
+    if command == "data fetch":
+        from s3ft_jax.paths import data_dir
+
+        return [p for p in [data_dir(config.data.data_dir or None)] if p is not None]
     return {
         "run": [workdir],
         "report": [workdir],
