@@ -197,6 +197,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.async_checkpoints = True
     c.train.log_every = 1  # steps between host syncs for metrics (every step is recorded)
     c.train.progress = True  # a progress bar with ETA on stderr
+    c.train.report_to = "tensorboard"  # none | tensorboard | wandb (the wandb extra) | "tensorboard,wandb"
 
     # LoRA adapters; lora.enabled = False is full fine-tuning.
     c.lora = ml_collections.ConfigDict()

@@ -63,6 +63,7 @@ def check_model_setup(command: str, config) -> None:
     check_mesh(command, config)
     check_context(command, config)
     check_chat_template(command, config)
+    check_reporting(command, config)
 
 
 def _written_dirs(command: str, config) -> list[Path]:
@@ -260,6 +261,18 @@ def check_context(command: str, config) -> None:
             f"the longest prompt ({counted} tokens{how}) plus sampling.max_new_tokens {max_new} exceeds "
             f"{config.model.name}'s context of {info.context} tokens (max_position_embeddings): lower "
             f"sampling.max_new_tokens or shorten the prompts")
+
+
+def check_reporting(command: str, config) -> None:
+    """train.report_to=wandb needs wandb installed: said now, not after the base model loads."""
+    if command not in ("run", "train"):
+        return
+    from s3ft_jax.config import train_settings
+
+    if "wandb" in train_settings(config).reporters:
+        from s3ft_jax.training.wandb_logger import import_wandb
+
+        import_wandb()
 
 
 # Commands whose prompts go through the chat template (generate: only rows given as messages).
