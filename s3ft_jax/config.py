@@ -49,7 +49,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.mesh.tensor = 1
 
     c.data = ml_collections.ConfigDict()
-    # Local dataset copies; empty means $S3FT_DATA_DIR (then the HF hub, when reachable).
+    # Local dataset copies (their files: README "Data files"; `s3ft data check` / `s3ft data fetch`);
+    # empty means $S3FT_DATA_DIR. Only files read from it need it (not hf:/tfds: task sources).
     c.data.data_dir = ""
 
     c.task = ml_collections.ConfigDict()
