@@ -87,8 +87,11 @@ def check(config) -> int:
             print(f"{'present' if present else 'MISSING':8} {path if path is not None else need.file}  ({need.why})")
     missing = [need for need, _, present in rows if not present]
     if missing:
-        print(f"{len(missing)} of {len(rows)} missing: `s3ft data fetch` with the same config writes what the hub has",
-              file=sys.stderr)
+        from s3ft_jax.tasks.sources import SOURCES
+
+        fetchable = [n for n in missing if n.relative and SOURCES.get(n.file) is not None]
+        hint = f": `s3ft data fetch` with the same config writes {len(fetchable)} of them from the hub" if fetchable else ""
+        print(f"{len(missing)} of {len(rows)} missing{hint}", file=sys.stderr)
         return 2
     print(f"all {len(rows)} present")
     return 0

@@ -135,14 +135,22 @@ def test_data_check_lists_present_and_missing(tmp_path, monkeypatch, capsys):
     write_layout(HUB, tmp_path, ["gsm8k/train.jsonl", "mmlu/mmlu_test.jsonl"])
     args = [f"--config.data.data_dir={tmp_path}", "--config.eval.benchmarks=('mmlu', 'piqa')"]
     assert cli.main(["data", "check", *args]) == 2
-    out = capsys.readouterr().out.splitlines()
+    captured = capsys.readouterr()
+    out = captured.out.splitlines()
     assert f"present  {tmp_path / 'gsm8k/train.jsonl'}  (gsm8k train)" in out
     assert f"MISSING  {tmp_path / 'gsm8k/test.jsonl'}  (gsm8k test)" in out
     assert f"present  {tmp_path / 'mmlu/mmlu_test.jsonl'}  (benchmark mmlu)" in out
     assert f"MISSING  {tmp_path / 'piqa/valid-labels.lst'}  (benchmark piqa)" in out
+    assert captured.err == "3 of 5 missing: `s3ft data fetch` with the same config writes 3 of them from the hub\n"
     write_layout(HUB, tmp_path, ["gsm8k/test.jsonl", "piqa/valid.jsonl", "piqa/valid-labels.lst"])
     assert cli.main(["data", "check", *args]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "all 5 present"
+    # a custom task's own files: listed, but no hub source to fetch them from
+    custom = ["--config.task.name=custom", "--config.task.custom.train=mine.jsonl", "--config.task.custom.test=/no/test.jsonl"]
+    assert cli.main(["data", "check", *custom, *args[:1], "--config.eval.benchmarks=()"]) == 2
+    captured = capsys.readouterr()
+    assert f"MISSING  {tmp_path / 'mine.jsonl'}  (custom train)" in captured.out and "MISSING  /no/test.jsonl  (custom test)" in captured.out
+    assert captured.err == "2 of 2 missing\n"
 
 
 def test_data_check_needs_no_directory_for_a_hub_source(monkeypatch, capsys):
@@ -152,6 +160,9 @@ def test_data_check_needs_no_directory_for_a_hub_source(monkeypatch, capsys):
     assert "hub      hf:openai/gsm8k:main  (gsm8k train, gsm8k test; read from the hub" in capsys.readouterr().out
     # without the hub source, the same config's files need a directory
     assert cli.main(["data", "check", "--config.eval.benchmarks=()"]) == 2
+    captured = capsys.readouterr()
+    assert "MISSING  gsm8k/train.jsonl  (gsm8k train)" in captured.out
+    assert captured.err == "2 of 2 missing: `s3ft data fetch` with the same config writes 2 of them from the hub\n"
 
 
 def test_hub_task_source_loads_without_a_data_directory(monkeypatch):
