@@ -200,3 +200,27 @@ def test_fetch_into_an_unwritable_directory_is_refused_before_the_hub(tmp_path, 
     assert cli.main(["data", "fetch", f"--config.data.data_dir={blocker / 'd'}", "--config.eval.benchmarks=()"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"s3ft: error: cannot write to {blocker / 'd'}: {blocker} is not a directory", err
+
+
+def test_mbpp_and_nq_hub_sources_read_the_hub_split_names(monkeypatch):
+    """mbpp's four hub splits are one problem set split by task_id; nq_open's dev set is the
+    hub's "validation"."""
+    from s3ft_jax.tasks import data
+
+    hub = {("google-research-datasets/mbpp:full", s): rows for s, rows in HUB[("google-research-datasets/mbpp", "full", None)].items()}
+    hub.update({("google-research-datasets/nq_open:nq_open", s): rows for s, rows in HUB[("google-research-datasets/nq_open", "nq_open", None)].items()})
+    asked = []
+
+    def load_hub(name, split):
+        asked.append((name, split))
+        if (name, split) not in hub:
+            raise S3FTError(f"no split {split}")
+        return hub[(name, split)].to_list()
+
+    monkeypatch.setattr(data, "_load_hub", load_hub)
+    assert [e.id for e in mbpp.examples(None, "test", "hf:google-research-datasets/mbpp:full")] == ["mbpp-12", "mbpp-11"]
+    assert [e.id for e in mbpp.examples(None, "train", "hf:google-research-datasets/mbpp:full")] == ["mbpp-601", "mbpp-602"]
+    assert nq.examples(None, "test", "hf:google-research-datasets/nq_open:nq_open")[0].reference == ["William Shakespeare", "Shakespeare"]
+    assert asked[-1] == ("google-research-datasets/nq_open:nq_open", "validation")
+    with pytest.raises(S3FTError, match="no split train"):  # nq's train split is the hub's train
+        nq.examples(None, "train", "hf:google-research-datasets/nq_open:nq_open")
