@@ -93,7 +93,7 @@ def check(config) -> int:
         hint = f": `s3ft data fetch` with the same config writes {len(fetchable)} of them from the hub" if fetchable else ""
         print(f"{len(missing)} of {len(rows)} missing{hint}", file=sys.stderr)
         return 2
-    print(f"all {len(rows)} present")
+    print(f"all {len(rows)} present" if rows else "no data files: the task generates its examples and no benchmark is set")
     return 0
 
 

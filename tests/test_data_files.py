@@ -160,6 +160,10 @@ def test_data_check_needs_no_directory_for_a_hub_source(monkeypatch, capsys):
     assert "hub      hf:openai/gsm8k:main  (gsm8k train, gsm8k test; read from the hub" in capsys.readouterr().out
     # without the hub source, the same config's files need a directory
     assert cli.main(["data", "check", "--config.eval.benchmarks=()"]) == 2
+    assert "2 of 2 missing" in capsys.readouterr().err
+    assert cli.main(["data", "check", "--config.task.name=arith", "--config.eval.benchmarks=()"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "no data files: the task generates its examples and no benchmark is set"
+    assert cli.main(["data", "check", "--config.eval.benchmarks=()"]) == 2
     captured = capsys.readouterr()
     assert "MISSING  gsm8k/train.jsonl  (gsm8k train)" in captured.out
     assert captured.err == "2 of 2 missing: `s3ft data fetch` with the same config writes 2 of them from the hub\n"
