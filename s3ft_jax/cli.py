@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 
-from s3ft_jax import commands, hostenv, preflight
+from s3ft_jax import commands, datafiles, hostenv, preflight
 from s3ft_jax.errors import ConfigError, S3FTError
 
 USAGE = """usage: s3ft COMMAND [--config=FILE[:ARG]] [--config.KEY=VALUE ...] [--dry-run]
@@ -25,7 +25,9 @@ commands:
   generate generate for a JSONL of prompts (--config.generate.input), resumable
   train    fine-tune (LoRA or full) on a JSONL of prompt/target rows, resumable
   export   write the trained model (LoRA merged) as a Hugging Face directory
-  config   print the resolved configuration
+  config   print the resolved configuration as a config file (s3ft config ... > mine.py; --config=mine.py)
+  data check   the data files the config reads: present or missing (exit 2 when one is missing)
+  data fetch   write the missing ones into the data directory from the Hugging Face hub
   plan     compile the programs for a TPU slice (--config.plan.topology=v5e-8): memory, fits, FLOPs
 
 `s3ft COMMAND --help` lists the config keys a command reads, with their defaults.
@@ -79,7 +81,15 @@ COMMAND_HELP = {
     "export": ("Write the trained model (base + newest checkpoint, LoRA merged) as a Hugging Face directory.",
                ("workdir", "model", "mesh", "train", "lora", "export"),
                "s3ft export --config.workdir=runs/x --config.export.output=runs/x/hf"),
-    "config": ("Print the resolved configuration.", (), "s3ft config --config=configs/paper.py:gsm8k"),
+    "config": ("Print the resolved configuration as a loadable config file (its get_config() returns this tree).",
+               (), "s3ft config --config=configs/paper.py:gsm8k --config.task.limit=64 > mine.py"),
+    "data check": ("List every data file the config reads (task.train_split, task.test_split, eval.benchmarks), "
+                   "one line each: present, MISSING, or read from the hub (hf:/tfds: sources). Exit 2 when one is missing.",
+                   ("data", "task", "eval"), "s3ft data check --config=configs/paper.py:gsm8k"),
+    "data fetch": ("Write the missing data-directory files the config reads from the Hugging Face hub (through "
+                   "`datasets`; the dataset ids are in s3ft_jax/tasks/sources.py) into data.data_dir (else "
+                   "$S3FT_DATA_DIR), in the layout the tasks and benchmarks read.",
+                   ("data", "task", "eval"), "s3ft data fetch --config=configs/paper.py:gsm8k --config.data.data_dir=data"),
     "plan": ("Compile the training step, the sampler's prefill and decode step and log-likelihood scoring "
              "for a TPU slice (plan.topology) without weights or a TPU: per-chip memory against HBM, fits "
              "or not, FLOPs and time at peak, and the changes that make a program fit. TPU slices need "
@@ -190,6 +200,8 @@ COMMANDS = {
     "generate": commands.generate,
     "logprobs": commands.logprobs,
     "plan": commands.plan,
+    "data check": datafiles.check,
+    "data fetch": datafiles.fetch,
 }
 
 
@@ -209,11 +221,13 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         if len(argv) > 1 and argv[0] == "help":  # `s3ft help COMMAND`
-            argv = [argv[1], "--help"]
+            argv = [*argv[1:], "--help"]
         else:
             print(USAGE)
             return 0 if argv else 2
     command, rest = argv[0], argv[1:]
+    if command == "data" and rest and not rest[0].startswith("-"):  # `s3ft data check|fetch`
+        command, rest = f"data {rest[0]}", rest[1:]
     dry_run = "--dry-run" in rest  # only the checks: nothing loaded, nothing written
     rest = [a for a in rest if a != "--dry-run"]
     if command not in COMMANDS:
@@ -241,8 +255,9 @@ def _main(argv: list[str]) -> int:
             print(f"s3ft {command}: checks passed ({preflight.summary(command, config)}); --dry-run: nothing run, nothing written")
             distributed.finish()
             return 0
-        COMMANDS[command](config)
+        status = COMMANDS[command](config)  # `data check`: 2 when a file is missing
         distributed.finish()
+        return status or 0
     except S3FTError as e:
         where = f"{distributed.process_label()}: " if distributed.active() else ""
         print(f"s3ft: error: {where}{e}", file=sys.stderr)

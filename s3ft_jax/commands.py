@@ -14,7 +14,21 @@ from s3ft_jax.loader import LazyModel, load_model_and_tokenizer, model_identity
 
 
 def config(config) -> None:
-    print(config)
+    from s3ft_jax.configfile import config_file_text
+
+    print(config_file_text(config), end="")
+
+
+def save_config(config, what: str) -> None:
+    """<workdir>/config.py: the resolved config as a file `--config=` reruns (process 0 writes)."""
+    from s3ft_jax import distributed
+    from s3ft_jax.configfile import config_file_text
+    from s3ft_jax.io import atomic_write_text
+
+    if distributed.is_writer():
+        workdir = Path(config.workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(workdir / "config.py", config_file_text(config, f" of `s3ft {what}` in {workdir}"))
 
 
 def generate(config) -> None:
@@ -76,6 +90,7 @@ def build(config) -> None:
 
     settings = run_settings(config)
     task = get_task(settings.build.task)
+    save_config(config, "build")
     model = LazyModel(lambda: load_model_and_tokenizer(settings.model))
     builder = build_lib.Builder(settings.build, task, settings.workdir / "build", model=model,
                                 model_id=model_identity(settings.model), judge_model=settings.judge_model())
@@ -99,6 +114,7 @@ def judge_audit(config) -> None:
     from s3ft_jax.tasks import get_task, load_examples
 
     settings, judging = task_settings(config), judge_settings(config)
+    save_config(config, "judge-audit")
     task = get_task(settings)
     examples = load_examples(settings, task, settings.train_split)[: settings.limit or None]
     model = tokenizer = None
@@ -147,7 +163,9 @@ def run(config) -> None:
     from s3ft_jax.config import run_settings
 
     start = time.perf_counter()
-    report = run_pipeline(run_settings(config))
+    settings = run_settings(config)
+    save_config(config, "run")
+    report = run_pipeline(settings)
     print(print_tables(report.parent, list(config.run.methods)))
     print(f"\nreport: {report} and {report.with_suffix('.html')} ({time.perf_counter() - start:.0f}s)")
 
@@ -165,6 +183,7 @@ def train(config) -> None:
     from s3ft_jax.loader import make_settings_mesh
     from s3ft_jax.training import train
 
+    save_config(config, "train")
     result = train(train_settings(config), lora_settings(config), config.workdir, mesh=make_settings_mesh(model_settings(config)))
     loss = "n/a" if result.final_loss is None else f"{result.final_loss:.4g}"
     saved = result.adapter_path or result.checkpoint_dir

@@ -49,7 +49,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.mesh.tensor = 1
 
     c.data = ml_collections.ConfigDict()
-    # Local dataset copies; empty means $S3FT_DATA_DIR (then the HF hub, when reachable).
+    # Local dataset copies (their files: README "Data files"; `s3ft data check` / `s3ft data fetch`);
+    # empty means $S3FT_DATA_DIR. Only files read from it need it (not hf:/tfds: task sources).
     c.data.data_dir = ""
 
     c.task = ml_collections.ConfigDict()
@@ -197,6 +198,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.async_checkpoints = True
     c.train.log_every = 1  # steps between host syncs for metrics (every step is recorded)
     c.train.progress = True  # a progress bar with ETA on stderr
+    c.train.report_to = "tensorboard"  # none | tensorboard | wandb (the wandb extra) | "tensorboard,wandb"
 
     # LoRA adapters; lora.enabled = False is full fine-tuning.
     c.lora = ml_collections.ConfigDict()

@@ -50,7 +50,7 @@ def check(command: str, config) -> None:
         from s3ft_jax.sampling.prompts import prompt_rows
 
         prompt_rows(config.generate.input)
-    if command not in ("report", "config", "plan"):  # plan reads shapes only (a preset or config.json)
+    if command not in ("report", "config", "plan", "data check", "data fetch"):  # plan reads shapes only (a preset or config.json)
         check_model_name(config.model.name)
     check_model_setup(command, config)
 
@@ -63,10 +63,15 @@ def check_model_setup(command: str, config) -> None:
     check_mesh(command, config)
     check_context(command, config)
     check_chat_template(command, config)
+    check_reporting(command, config)
 
 
 def _written_dirs(command: str, config) -> list[Path]:
     workdir = Path(config.workdir)
+    if command == "data fetch":
+        from s3ft_jax.paths import data_dir
+
+        return [p for p in [data_dir(config.data.data_dir or None)] if p is not None]
     return {
         "run": [workdir],
         "report": [workdir],
@@ -256,6 +261,18 @@ def check_context(command: str, config) -> None:
             f"the longest prompt ({counted} tokens{how}) plus sampling.max_new_tokens {max_new} exceeds "
             f"{config.model.name}'s context of {info.context} tokens (max_position_embeddings): lower "
             f"sampling.max_new_tokens or shorten the prompts")
+
+
+def check_reporting(command: str, config) -> None:
+    """train.report_to=wandb needs wandb installed: said now, not after the base model loads."""
+    if command not in ("run", "train"):
+        return
+    from s3ft_jax.config import train_settings
+
+    if "wandb" in train_settings(config).reporters:
+        from s3ft_jax.training.wandb_logger import import_wandb
+
+        import_wandb()
 
 
 # Commands whose prompts go through the chat template (generate: only rows given as messages).

@@ -139,7 +139,7 @@ def test_cli_config_errors_are_one_line(capsys, args, message):
 def test_cli_config_overrides_apply(capsys):
     assert cli.main(["config", "--config=configs/models.py:qwen2.5-0.5b-instruct", "--config.mesh.tensor=4"]) == 0
     out = capsys.readouterr().out
-    assert "name: Qwen/Qwen2.5-0.5B-Instruct" in out and "tensor: 4" in out
+    assert "'name': 'Qwen/Qwen2.5-0.5B-Instruct'," in out and "'tensor': 4," in out
 
 
 def test_cli_unknown_command(capsys):

@@ -250,7 +250,7 @@ def test_lora_targets_take_the_comma_form_and_refuse_unknown_names(capsys, tmp_p
     assert LoraSettings(targets=("q_proj,v_proj",)).targets == ("q_proj", "v_proj")
     assert LoraSettings(targets=("self_attn.*", "mlp.down_proj")).targets == ("self_attn.*", "mlp.down_proj")
     assert cli.main(["config", "--config.lora.targets=q_proj, v_proj"]) == 0
-    assert "targets: !!python/tuple\n  - q_proj\n  - v_proj\n" in capsys.readouterr().out
+    assert "'targets': ('q_proj', 'v_proj')," in capsys.readouterr().out
     (tmp_path / "rows.jsonl").write_text('{"prompt": "p", "target": "t"}\n')
     err = _refused(tmp_path, "train", f"--config.workdir={tmp_path / 'w'}", "--config.lora.targets=q_proj,vv_proj")
     assert "lora.targets: 'vv_proj' matches no projection (have q_proj, k_proj, v_proj" in err

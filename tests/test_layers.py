@@ -25,9 +25,9 @@ LAYERS = {
     "s3ft_jax.s3ft": 8,
     "s3ft_jax.report": 9, "s3ft_jax.settings": 9,
     # The configuration tree (config) turns into settings here; nothing below reads the tree.
-    "s3ft_jax.pipeline": 10, "s3ft_jax.config": 10,
+    "s3ft_jax.pipeline": 10, "s3ft_jax.config": 10, "s3ft_jax.configfile": 10,
     "s3ft_jax.plan": 11,
-    "s3ft_jax.preflight": 12, "s3ft_jax.commands": 12, "s3ft_jax.launch": 12,
+    "s3ft_jax.preflight": 12, "s3ft_jax.commands": 12, "s3ft_jax.datafiles": 12, "s3ft_jax.launch": 12,
     "s3ft_jax.cli": 13,
 }
 

@@ -50,7 +50,10 @@ def examples(data_dir: Path, split: str, source: str = "") -> list[Example]:
     check_split("mbpp", split, tuple(SPLITS))
     lo, hi = SPLITS[split]
     out, ids = [], []
-    for where, row in load_rows(source or FILE, data_dir=data_dir, split="train"):
+    # A file holds all 974 problems; the hub splits them in four (`hf:google-research-datasets/mbpp:full`).
+    hub_splits = ("prompt", "test", "validation", "train") if source.startswith("hf:") else ("train",)
+    rows = [r for hub_split in hub_splits for r in load_rows(source or FILE, data_dir=data_dir, split=hub_split)]
+    for where, row in rows:
         require(row, where, "task_id")
         try:
             task_id = int(row["task_id"])

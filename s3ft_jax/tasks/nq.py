@@ -16,6 +16,8 @@ FILES = {
     "test": ("nq_open/NQ-open.dev.jsonl",),
 }
 
+HUB_SPLITS = {"test": "validation"}
+
 PREDICTION_PROMPT = (
     "Answer the following question with a short factual answer (a few words, no explanation).\n\n"
     "Question: {question}"
@@ -36,8 +38,10 @@ def examples(data_dir: Path, split: str, source: str = "") -> list[Example]:
     check_split("nq", split, tuple(FILES))
     out = []
     sources = (source,) if source else FILES[split]
+    # The hub's nq_open (`hf:google-research-datasets/nq_open`) calls the dev set "validation".
+    read_split = HUB_SPLITS.get(split, split) if source.startswith("hf:") else split
     for part, path in enumerate(sources):
-        for i, (where, row) in enumerate(load_rows(path, data_dir=data_dir, split=split)):
+        for i, (where, row) in enumerate(load_rows(path, data_dir=data_dir, split=read_split)):
             require(row, where, "question", "answer")  # answer: a non-empty list of non-blank strings
             answers = list(row["answer"]) if isinstance(row["answer"], list) else [row["answer"]]
             out.append(Example(f"nq-{split}-{part}-{i}", {"question": row["question"]}, answers[0], answers))

@@ -100,8 +100,10 @@ class TaskSettings:
 
     @property
     def needs_data_dir(self) -> bool:
-        """A built-in task reads the data directory (arith makes its problems); a custom one
-        only for relative paths."""
+        """Only what is read from the data directory needs one: a built-in task's own files or
+        a relative task.source (not hf:/tfds:/an absolute path), a custom task's relative paths;
+        arith makes its problems."""
         if self.name == "arith":
             return False
-        return self.name != "custom" or any(not p.startswith(("/", "hf:", "tfds:")) for p in self.custom.files)
+        files = self.custom.files if self.name == "custom" else (self.source,)
+        return any(not p.startswith(("/", "hf:", "tfds:")) for p in files)

@@ -8,7 +8,8 @@
 
 Records reach callbacks when the loop reads the metrics back from the device (every
 `log_every` steps, and at each checkpoint), in step order, right after metrics.jsonl got them.
-`after_step` runs once per step, after that step's records (if read) and its checkpoint (if
+`close` runs once when the loop ends,
+however it ends. `after_step` runs once per step, after that step's records (if read) and its checkpoint (if
 due) were issued; checkpoints may still be saving in the background (`checkpointer.wait()`
 waits for them).
 """
@@ -47,3 +48,6 @@ class Callback:
 
     def after_step(self, step: int, checkpointer: Checkpointer) -> None:
         pass
+
+    def close(self) -> None:
+        """The loop ended (finished, or stopped by an error): flush, finish."""

@@ -69,6 +69,10 @@ def train(
     mesh = mesh if mesh is not None else make_mesh()
     if lora is not None:
         lora_lib.target_modules(lora.targets)  # a bad pattern fails before any loading
+    if "wandb" in s.reporters:
+        from s3ft_jax.training.wandb_logger import import_wandb
+
+        import_wandb()  # missing: said before any loading
 
     tokenizer = load_tokenizer(s.model_name, chat_template=s.chat_template)
     examples, stats = data_lib.tokenize(data_lib.read_rows(dataset_path), tokenizer, s.max_length)
@@ -110,7 +114,15 @@ def train(
             s.rows_per_micro_batch, multiple,
         )  # fmt: skip
 
-    writer = MetricsWriter(run_dir, total_steps=total, start_step=start, progress=s.progress)
+    callbacks = list(callbacks)
+    if "wandb" in s.reporters:
+        from s3ft_jax.training.wandb_logger import WandbLogger
+
+        config = {"train": dataclasses.asdict(s), "lora": dataclasses.asdict(lora) if lora else None,
+                  "dataset": str(dataset_path), "steps": total}
+        callbacks.append(WandbLogger(run_dir, run_id=rid, config=config))
+    writer = MetricsWriter(run_dir, total_steps=total, start_step=start, progress=s.progress,
+                           tensorboard="tensorboard" in s.reporters)
     pending = _PendingSteps()
     try:
         for i in range(start, total):
@@ -135,6 +147,8 @@ def train(
     finally:
         writer.close()
         ckpt.close()
+        for callback in callbacks:
+            callback.close()
 
     adapter_path = None
     if lora is not None:

@@ -20,7 +20,7 @@ log = logging.getLogger("s3ft_jax")
 
 
 class MetricsWriter:
-    def __init__(self, run_dir: Path, *, total_steps: int, start_step: int, progress: bool = True):
+    def __init__(self, run_dir: Path, *, total_steps: int, start_step: int, progress: bool = True, tensorboard: bool = True):
         self.enabled = jax.process_index() == 0
         self.path = Path(run_dir) / "metrics.jsonl"
         self._tb = None
@@ -30,12 +30,13 @@ class MetricsWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         _truncate_after(self.path, start_step)
         self._file = open(self.path, "a", encoding="utf-8")
-        try:
-            from tensorboardX import SummaryWriter
+        if tensorboard:  # train.report_to names it
+            try:
+                from tensorboardX import SummaryWriter
 
-            self._tb = SummaryWriter(str(Path(run_dir) / "tensorboard"), purge_step=start_step + 1 if start_step else None)
-        except ImportError:
-            log.warning("tensorboardX is not installed: metrics go to %s only", self.path)
+                self._tb = SummaryWriter(str(Path(run_dir) / "tensorboard"), purge_step=start_step + 1 if start_step else None)
+            except ImportError:
+                log.warning("tensorboardX is not installed: metrics go to %s only", self.path)
         if progress:
             from s3ft_jax.progress import progress_bar
 

@@ -24,6 +24,7 @@ from s3ft_jax.models.settings import DTYPES
 # Field metadata: settings that change how a run is observed or saved, not what it computes.
 # Every other field enters the run's fingerprint (a new field does unless marked).
 NOT_IN_FINGERPRINT = {"fingerprint": False}
+REPORTERS = ("none", "tensorboard", "wandb")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +58,9 @@ class TrainSettings:
     async_checkpoints: bool = dataclasses.field(default=True, metadata=NOT_IN_FINGERPRINT)
     log_every: int = dataclasses.field(default=1, metadata=NOT_IN_FINGERPRINT)
     progress: bool = dataclasses.field(default=True, metadata=NOT_IN_FINGERPRINT)
+    # Where per-step metrics go besides metrics.jsonl: "none", "tensorboard", "wandb", or a
+    # comma-separated list ("tensorboard,wandb").
+    report_to: str = dataclasses.field(default="tensorboard", metadata=NOT_IN_FINGERPRINT)
 
     def __post_init__(self) -> None:
         for key in ("dtype", "param_dtype"):
@@ -90,8 +94,18 @@ class TrainSettings:
             raise ConfigError(f"train.remat must be minimal, none, full or dots, got {self.remat!r}")
         if self.attention not in ("xla", "cudnn", "dot_product"):
             raise ConfigError(f"train.attention must be xla or cudnn, got {self.attention!r}")
+        unknown = [r for r in self.reporters if r not in REPORTERS]
+        if unknown or ("none" in self.reporters and len(self.reporters) > 1):
+            raise ConfigError(f"train.report_to must be none or a comma-separated list of tensorboard, wandb; "
+                              f"got {self.report_to!r}")
         if self.attention != "xla" and self.packing:
             raise ConfigError("train.attention=cudnn needs train.packing=False (packed rows need segment masks)")
+
+    @property
+    def reporters(self) -> tuple[str, ...]:
+        """train.report_to as names ("none" -> ())."""
+        names = tuple(dict.fromkeys(r.strip() for r in self.report_to.split(",")))
+        return () if names == ("none",) else names
 
     @property
     def rows_per_micro_batch(self) -> int:
