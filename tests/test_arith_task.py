@@ -141,6 +141,6 @@ def test_the_demo_runs_arith_and_keeps_gsm8k_as_a_variant(capsys):
     for config in (arith, gsm8k):
         assert (config.task.limit, config.eval.limit, config.eval.benchmark_limit, config.sampling.max_new_tokens) == (24, 16, 8, 192)
     assert cli.main(["config", "--config=configs/demo.py:gsm8k"]) == 0
-    assert "name: gsm8k" in capsys.readouterr().out
+    assert "'name': 'gsm8k'" in capsys.readouterr().out
     assert cli.main(["config", "--config=configs/demo.py:nope"]) == 2
     assert "unknown demo variant 'nope'" in capsys.readouterr().err
