@@ -3,10 +3,9 @@
 A decode step is bound by HBM bandwidth: it reads every weight once for a handful of
 tokens. Two things decide how many bytes a chip reads per step:
 
-- the dtype. Every matmul casts its kernel to the compute dtype (`models.llama.project`,
-  `linear`, the embedding and the LM head), so weights held in float32 were read at twice
-  the bytes and cast on every step. Casting them once here gives bit-identical results. Norm
-  scales are cast to float32 inside `rms_norm`, so they keep their own dtype (they are tiny).
+- the dtype. Every matmul casts its kernel to the compute dtype, so weights held in float32
+  were read at twice the bytes and cast on every step. Casting them once here gives
+  bit-identical results (`models.params.held_dtype`; norm scales keep theirs).
 - the layout. Under FSDP the weights are split over their `embed` dimension and the batch
   over the same devices, so every step all-gathers the whole model onto every chip (and
   prefill holds the gathered weights as temporaries). Sampling instead splits the heads,
@@ -23,14 +22,11 @@ from __future__ import annotations
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from s3ft_jax.models.llama import ForwardSpec, unstack_layers
-from s3ft_jax.models.params import param_logical_axes
+from s3ft_jax.models.params import held_dtype, param_logical_axes
 from s3ft_jax.sharding import sampling_rules
-
-KEEP_DTYPE = ("scale",)  # leaves read in float32 whatever the compute dtype (norms)
 
 
 def sampling_spec(spec: ForwardSpec) -> ForwardSpec:
@@ -40,14 +36,7 @@ def sampling_spec(spec: ForwardSpec) -> ForwardSpec:
     return dataclasses.replace(spec, rules=sampling_rules(spec.rules))
 
 
-def sampling_dtype(path: str, dtype, compute) -> jnp.dtype:
-    """The dtype a weight is held in for sampling: the compute dtype where every reader casts
-    to it anyway, else its own. Only narrowing casts: float32 compute keeps float32."""
-    dtype = jnp.dtype(dtype)
-    if path.rsplit(".", 1)[-1] in KEEP_DTYPE or not jnp.issubdtype(dtype, jnp.floating):
-        return dtype
-    compute = jnp.dtype(compute)
-    return compute if compute.itemsize < dtype.itemsize else dtype
+sampling_dtype = held_dtype  # compute dtype where every reader casts to it anyway
 
 
 def sampling_params(model: nnx.Module, *, unstack: bool = True) -> tuple[ForwardSpec, dict]:
