@@ -122,8 +122,7 @@ def _candidates(config, program: str, devices: int) -> list[tuple[str, dict]]:
             half = t.batch_size // 2
             out.append((f"train.batch_size={half}", {"train.batch_size": half, "train.grad_accum": min(t.grad_accum, half)}))
         return out
-    if config.model.param_dtype not in (None, config.model.dtype):
-        out.append((f"model.param_dtype={config.model.dtype}", {"model.param_dtype": config.model.dtype}))
+    # (No param_dtype change: sampling holds the weights in the compute dtype already.)
     if more_fsdp:
         out.append(("all devices on fsdp", all_fsdp))
     key = "eval.batch_size" if program == "score" else "sampling.batch_size"
