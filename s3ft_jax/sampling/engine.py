@@ -22,7 +22,6 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from s3ft_jax.models.llama import ForwardSpec
 from s3ft_jax.sampling.options import SamplingOptions
 from s3ft_jax.sampling.params import SamplingParams
 from s3ft_jax.sampling.sampler import DecodeState, batch_multiple, compact, decode, empty_state, insert, prefill_prefix
