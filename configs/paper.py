@@ -39,11 +39,11 @@ TASKS = {
 # TPU slice -> settings `s3ft plan` checked for the paper's LoRA run (Mistral-7B); our choice
 # of mesh and batch per slice, measured (README's plan table). train.batch_size stays 8.
 SLICES = {
-    # 8 chips x 16 GiB, every chip on fsdp: LoRA step 6.0 GiB per chip, decode at batch 64
-    # 14.5 GiB (the tightest), scoring 5.9 (README's plan table).
+    # 8 chips x 16 GiB, every chip on fsdp: LoRA step 2.7 GiB per chip, decode at batch 64
+    # 2.8 (sampling holds bfloat16 weights, tensor-parallel), scoring 2.3 (README's plan table).
     "v5e-8": {"mesh.data": 1, "mesh.fsdp": 8, "mesh.tensor": 1, "train.batch_size": 8, "train.grad_accum": 1,
               "train.remat": "full", "sampling.batch_size": 64, "eval.batch_size": 32},
-    # 4 chips x 32 GiB: LoRA step 11.9 GiB per chip, decode 12.0, scoring 10.2.
+    # 4 chips x 32 GiB: LoRA step 5.6 GiB per chip, decode 5.7, scoring 3.8.
     "v4-8": {"mesh.data": 1, "mesh.fsdp": 4, "mesh.tensor": 1, "train.batch_size": 8, "train.grad_accum": 1,
              "train.remat": "full", "sampling.batch_size": 64, "eval.batch_size": 32},
 }  # fmt: skip

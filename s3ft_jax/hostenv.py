@@ -12,6 +12,7 @@ at process start, hence the re-exec. `S3FT_HUGEPAGES=0` turns this off.
 
 from __future__ import annotations
 
+import glob
 import os
 import sys
 
@@ -76,3 +77,31 @@ def reexec_tuned() -> None:
         os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
     except OSError:
         return  # cannot re-exec (odd interpreter setup): run untuned rather than fail
+
+
+# libtpu, when installed (the plan and test extras), looks for TPU metadata as soon as JAX
+# starts its backends, and on a host without a TPU prints its failures first ("Failed to find
+# host bounds", "could not determine TPU worker hostnames", an INVALID_ARGUMENT log line).
+# These settings answer its questions for a host that has none; `s3ft plan` compiles for a
+# slice with them. A real TPU host is left alone.
+NO_TPU_SETTINGS = {
+    "TPU_SKIP_MDS_QUERY": "1", "TPU_ACCELERATOR_TYPE": "v5litepod-8", "TPU_WORKER_HOSTNAMES": "localhost",
+    "TPU_WORKER_ID": "0", "ALLOW_MULTIPLE_LIBTPU_LOAD": "1",
+}  # fmt: skip
+
+
+def has_tpu() -> bool:
+    """A TPU chip on this host: /dev/accel* (v2 to v5e) or a VFIO device (v5p, v6e)."""
+    vfio = [p for p in glob.glob("/dev/vfio/*") if os.path.basename(p) != "vfio"]
+    return bool(glob.glob("/dev/accel*") or vfio)
+
+
+def quiet_libtpu(environ=None, *, tpu: bool | None = None) -> bool:
+    """Give libtpu the settings of a TPU-less host (kept where already set), unless this host
+    has a TPU. Before JAX starts its backends: at the package's import. True when applied."""
+    environ = os.environ if environ is None else environ
+    if has_tpu() if tpu is None else tpu:
+        return False
+    for key, value in NO_TPU_SETTINGS.items():
+        environ.setdefault(key, value)
+    return True

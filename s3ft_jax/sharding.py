@@ -123,6 +123,23 @@ DEFAULT_RULES = ShardingRules(
 )
 
 
+# Sampling's layout (sampling/weights.py): weights split over their heads, MLP columns and
+# vocabulary on every non-data device and whole over `embed`; the batch over `data` only. A
+# decode step then reads each chip's share of every weight and gathers none (under FSDP's
+# rules it gathers the whole model onto every chip, every step).
+_SAMPLING_SPLIT = ("fsdp", "tensor")
+_SAMPLING = {
+    "batch": "data", "embed": None, "vocab": _SAMPLING_SPLIT, "q_heads": _SAMPLING_SPLIT, "kv_heads": _SAMPLING_SPLIT,
+    "mlp": _SAMPLING_SPLIT, "act_heads": _SAMPLING_SPLIT, "act_kv_heads": _SAMPLING_SPLIT, "act_mlp": _SAMPLING_SPLIT,
+    "act_vocab": _SAMPLING_SPLIT,
+}  # fmt: skip
+
+
+def sampling_rules(rules: ShardingRules = DEFAULT_RULES) -> ShardingRules:
+    """`rules` with the sampling layout's entries (the others, LoRA's among them, kept)."""
+    return ShardingRules(tuple((name, _SAMPLING.get(name, target)) for name, target in rules.rules))
+
+
 def host_to_global(x, sharding: NamedSharding | None) -> jax.Array:
     """A host array that every process holds in full -> a global array in `sharding`.
 

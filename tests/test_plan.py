@@ -1,6 +1,5 @@
 """`s3ft plan`: the project's programs compiled ahead of time for a target, without weights."""
 
-import importlib.util
 import json
 import re
 
@@ -105,7 +104,6 @@ def test_decode_follows_the_target_platform_not_the_host():
     assert dots["tpu"] == dots["cpu"] + 2 * TINY["num_hidden_layers"]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("libtpu") is None, reason="libtpu not installed (pip install -e '.[plan]')")
 def test_tiny_config_compiles_for_v5e_8(tiny_config, capsys):
     assert main(["plan", *tiny_config, "--config.plan.topology=v5e-8", "--config.lora.enabled=False"]) == 0
     out = capsys.readouterr().out

@@ -39,6 +39,7 @@ from s3ft_jax.models.llama import ForwardSpec, hidden_states, logits_from_hidden
 from s3ft_jax.progress import progress_bar
 from s3ft_jax.sampling.sampler import TRACE_COUNTS, batch_multiple
 from s3ft_jax.sampling.scheduler import bucket
+from s3ft_jax.sampling.weights import place, sampling_spec
 from s3ft_jax.sharding import global_to_host, host_to_global
 
 # Positions (rows x C) per batch whose full-vocabulary log-softmax is held for both models:
@@ -77,7 +78,8 @@ def kl_per_text(
     (context ids, continuation ids) pair. Contexts lose tokens from the left beyond
     `max_length` (default: the model's max_position_embeddings). `progress` names a progress
     bar over the texts (none when None)."""
-    spec_p, spec_q = base_model.spec, tuned_model.spec
+    # Compute-dtype weights in the tensor-parallel sampling layout (sampling/weights.py).
+    spec_p, spec_q = sampling_spec(base_model.spec), sampling_spec(tuned_model.spec)
     if spec_p.mesh is not spec_q.mesh and spec_p.mesh != spec_q.mesh:
         raise ValueError("the base and tuned models must be sharded over the same mesh")
     max_length = int(max_length or spec_p.cfg.max_position_embeddings)
@@ -92,8 +94,8 @@ def kl_per_text(
     if not rows_in:
         return []
 
-    params_p = nnx.to_pure_dict(nnx.state(base_model, nnx.Param))
-    params_q = nnx.to_pure_dict(nnx.state(tuned_model, nnx.Param))
+    params_p = place(nnx.to_pure_dict(nnx.state(base_model, nnx.Param)), spec_p, unstack=False)
+    params_q = place(nnx.to_pure_dict(nnx.state(tuned_model, nnx.Param)), spec_q, unstack=False)
     multiple = batch_multiple(spec_p)
     order = sorted(range(len(rows_in)), key=lambda i: -len(rows_in[i][0]))  # longest first (stable)
     out: list[tuple[float, int]] = [(0.0, 0)] * len(rows_in)

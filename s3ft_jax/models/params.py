@@ -161,5 +161,18 @@ def param_logical_axes(cfg: ModelConfig) -> dict[str, tuple[str, ...]]:
     return {path: p.axes for path, p in param_specs(cfg).items()}
 
 
+def held_dtype(path: str, dtype, compute) -> np.dtype:
+    """The dtype a weight that is only read (sampling; LoRA's frozen base) can be held in without
+    changing a result: the compute dtype, to which every matmul casts its kernel anyway
+    (`llama.project`, `linear`, the embedding and the LM head), when that is narrower. Norm
+    scales are read in float32 (`rms_norm`) and keep their own dtype; they are tiny."""
+    import jax.numpy as jnp
+
+    dtype, compute = jnp.dtype(dtype), jnp.dtype(compute)
+    if path.rsplit(".", 1)[-1] == "scale" or not jnp.issubdtype(dtype, jnp.floating):
+        return dtype
+    return compute if compute.itemsize < dtype.itemsize else dtype
+
+
 def param_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     return {path: p.shape(cfg) for path, p in param_specs(cfg).items()}

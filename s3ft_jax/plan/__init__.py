@@ -6,7 +6,9 @@ they fit, without the slice and without weights.
 For each program (training step, sampler prefill and decode step, log-likelihood scoring) it
 prints the compiler's per-chip memory (arguments, temporaries, total) against the chip's HBM,
 the analytic FLOPs of one step with its time at the chip's peak (a lower bound), and for
-decode the HBM bytes one chip reads per step with its time at the bandwidth roofline. A
+decode the HBM bytes one chip reads per step as compiled (its shares of the weights and KV
+cache plus whatever the program all-gathers) beside the ideal (the shares alone), with the
+time at the bandwidth roofline. A
 program that does not fit gets the compiler's complaint as one line and the changes that make
 it fit, each checked by compiling it.
 """
@@ -36,7 +38,8 @@ class PlanRow:
     needed_bytes: int = 0  # what the compiler said it needs, when it refused
     flops: float = 0.0
     peak_seconds: float = 0.0
-    bytes_per_chip: float = 0.0
+    bytes_per_chip: float = 0.0  # decode: HBM bytes one chip reads per step, as compiled
+    ideal_bytes: float = 0.0  # decode: its shares of the weights and KV cache, read once
     roofline_seconds: float = 0.0
     compile_seconds: float = 0.0
     error: str = ""  # one line, when it does not fit
@@ -71,9 +74,8 @@ def oom_line(message: str, target: Slice, budget: int) -> tuple[str, int]:
 
 def _compile(program, config, target: Slice) -> PlanRow:
     budget = _budget(config, target)
-    row = PlanRow(program.name, program.shape, fits=False, flops=program.flops, bytes_per_chip=program.bytes_per_chip)
+    row = PlanRow(program.name, program.shape, fits=False, flops=program.flops, ideal_bytes=program.ideal_bytes)
     row.peak_seconds = program.flops / (target.chips * target.chip.peak_flops)
-    row.roofline_seconds = program.bytes_per_chip / target.chip.hbm_bandwidth
     start = time.perf_counter()
     try:
         compiled = program.lower().compile()
@@ -85,6 +87,11 @@ def _compile(program, config, target: Slice) -> PlanRow:
         row.compile_seconds = time.perf_counter() - start
         return row
     row.compile_seconds = time.perf_counter() - start
+    if program.reads:
+        from s3ft_jax.plan.programs import step_reads
+
+        row.bytes_per_chip = step_reads(compiled, program.reads)
+        row.roofline_seconds = row.bytes_per_chip / target.chip.hbm_bandwidth
     m = compiled.memory_analysis()
     row.argument_bytes, row.temp_bytes = int(m.argument_size_in_bytes), int(m.temp_size_in_bytes)
     row.total_bytes = int(m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes + m.temp_size_in_bytes)
@@ -115,8 +122,7 @@ def _candidates(config, program: str, devices: int) -> list[tuple[str, dict]]:
             half = t.batch_size // 2
             out.append((f"train.batch_size={half}", {"train.batch_size": half, "train.grad_accum": min(t.grad_accum, half)}))
         return out
-    if config.model.param_dtype not in (None, config.model.dtype):
-        out.append((f"model.param_dtype={config.model.dtype}", {"model.param_dtype": config.model.dtype}))
+    # (No param_dtype change: sampling holds the weights in the compute dtype already.)
     if more_fsdp:
         out.append(("all devices on fsdp", all_fsdp))
     key = "eval.batch_size" if program == "score" else "sampling.batch_size"
@@ -204,15 +210,18 @@ def format_table(config, target: Slice, cfg, rows: list[PlanRow]) -> str:
     )
     lines = [
         head, "",
-        "| program | step | arguments GiB | temporaries GiB | total GiB / chip | fits | TFLOPs / step | at peak | HBM GB / chip / step | at HBM roofline |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| program | step | arguments GiB | temporaries GiB | total GiB / chip | fits | TFLOPs / step | at peak | HBM GB / chip / step | ideal GB | at HBM roofline |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for r in rows:
         if r.error and not r.total_bytes:
             mem = f"| - | - | {r.needed_bytes / GIB:.1f} (needed) |" if r.needed_bytes else "| - | - | - |"
         else:
             mem = f"| {r.argument_bytes / GIB:.2f} | {r.temp_bytes / GIB:.2f} | {r.total_bytes / GIB:.2f} |"
-        hbm = f"{r.bytes_per_chip / 1e9:.2f} | {_seconds(r.roofline_seconds)}" if r.bytes_per_chip else "- | -"
+        if r.bytes_per_chip:
+            hbm = f"{r.bytes_per_chip / 1e9:.2f} | {r.ideal_bytes / 1e9:.2f} | {_seconds(r.roofline_seconds)}"
+        else:
+            hbm = "- | - | -"
         lines.append(f"| {r.program} | {r.shape} {mem} {'yes' if r.fits else 'no'} | {r.flops / 1e12:.1f} | {_seconds(r.peak_seconds)} | {hbm} |")
     for r in rows:
         if not r.fits:

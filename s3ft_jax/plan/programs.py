@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Callable
 
 import jax
@@ -22,8 +23,9 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from s3ft_jax.models.config import ModelConfig
 from s3ft_jax.models.llama import ForwardSpec
-from s3ft_jax.models.params import param_logical_axes, param_shapes
+from s3ft_jax.models.params import held_dtype, param_logical_axes, param_shapes
 from s3ft_jax.models.loading import to_dtype
+from s3ft_jax.sampling.weights import sampling_spec
 from s3ft_jax.sharding import DEFAULT_RULES
 
 PROGRAMS = ("train", "prefill", "decode", "score")
@@ -35,7 +37,25 @@ class Program:
     shape: str  # what one step processes, in words
     flops: float  # per step, the whole slice
     lower: Callable[[], jax.stages.Lowered]
-    bytes_per_chip: float = 0.0  # decode: HBM bytes one chip reads per step
+    ideal_bytes: float = 0.0  # decode: the least HBM bytes one chip can read per step
+    reads: tuple = ()  # decode: the arguments a step reads (weights, KV cache), see step_reads
+
+
+def step_reads(compiled, reads) -> float:
+    """HBM bytes one chip reads per step of `compiled`: its shard of every argument in `reads`,
+    plus every buffer the program all-gathers (a weight gathered onto each chip is read whole).
+    Collectives are counted once each in the program text: once per step for decode's loop."""
+    own = sum(math.prod(x.sharding.shard_shape(x.shape)) * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(reads))
+    gathered = 0
+    for m in _GATHER.finditer(compiled.as_text()):
+        dims = [int(d) for d in m.group(2).split(",") if d]
+        gathered += math.prod(dims) * _HLO_BYTES.get(m.group(1), 4)
+    return float(own + gathered)
+
+
+# `%x = bf16[4096,1792]{1,0} all-gather(...)`; async: the `-done` op's result is the gathered buffer.
+_GATHER = re.compile(r"= ([a-z]+\d*)\[([\d,]*)\][^ ]* all-gather(?:-done)?\(")
+_HLO_BYTES = {"bf16": 2, "f16": 2, "f32": 4, "s32": 4, "u32": 4, "s8": 1, "u8": 1, "pred": 1, "f64": 8, "s64": 8}
 
 
 def _sds(shape, dtype, sharding) -> jax.ShapeDtypeStruct:
@@ -51,12 +71,22 @@ def _batch_sds(mesh, rules, shape, dtype=jnp.int32) -> jax.ShapeDtypeStruct:
     return _sds(shape, dtype, rules.named(mesh, logical, shape))
 
 
-def abstract_params(cfg: ModelConfig, dtype, mesh, rules=DEFAULT_RULES) -> dict:
-    """The model's parameters as a nested dict of ShapeDtypeStructs, sharded as loading places them."""
+def abstract_params(cfg: ModelConfig, dtype, mesh, rules=DEFAULT_RULES, held=None) -> dict:
+    """The model's parameters as a nested dict of ShapeDtypeStructs, sharded as loading places
+    them (or as `rules` say); `held(path, dtype)` gives a leaf's dtype when it is not `dtype`."""
     from s3ft_jax.training.step import unflatten
 
     shapes, axes = param_shapes(cfg), param_logical_axes(cfg)
-    return unflatten({p: _sds(s, dtype, rules.named(mesh, axes[p], s)) for p, s in shapes.items()})
+    held = held or (lambda path, d: d)
+    return unflatten({p: _sds(s, held(p, dtype), rules.named(mesh, axes[p], s)) for p, s in shapes.items()})
+
+
+def sampling_abstract(cfg: ModelConfig, config, spec: ForwardSpec, mesh) -> dict:
+    """The weights as `sampling.weights.place` makes them: compute dtype, the sampling layout."""
+    from s3ft_jax.sampling.weights import sampling_dtype
+
+    stored = to_dtype(config.model.param_dtype or config.model.dtype)
+    return abstract_params(cfg, stored, mesh, spec.rules, held=lambda path, d: sampling_dtype(path, d, spec.dtype))
 
 
 def unstacked(params: dict) -> dict:
@@ -107,8 +137,14 @@ def train_program(config, cfg: ModelConfig, mesh, platform: str) -> Program:
     t = config.train
     lcfg = lora_settings(config)
     fwd = ForwardSpec(cfg, to_dtype(config.model.dtype), DEFAULT_RULES, mesh, remat=t.remat, attention=t.attention, platform=platform)
-    # As training.trainer.load_base: trained weights are float32 master copies.
-    base = abstract_params(cfg, jnp.float32 if lcfg is None else to_dtype(config.model.param_dtype or "float32"), mesh)
+    # As training.trainer.load_base: trained weights are float32 master copies; LoRA's frozen
+    # base is held in the compute dtype (models.params.held_dtype).
+    if lcfg is None:
+        base = abstract_params(cfg, jnp.float32, mesh)
+    else:
+        compute = to_dtype(config.model.dtype)
+        held = lambda path, d: held_dtype(path, d, compute)  # noqa: E731
+        base = abstract_params(cfg, to_dtype(config.model.param_dtype or "float32"), mesh, held=held)
     base_sh = jax.tree.map(lambda x: x.sharding, base)
     if lcfg is None:
         params, params_sh, frozen, frozen_sh = base, base_sh, {}, {}
@@ -159,8 +195,8 @@ def sampler_programs(config, cfg: ModelConfig, mesh, platform: str) -> list[Prog
     from s3ft_jax.sampling.params import SamplingParams
     from s3ft_jax.sampling.scheduler import batch_and_group, bucket, row_slots
 
-    spec = ForwardSpec(cfg, to_dtype(config.model.dtype), DEFAULT_RULES, mesh, platform=platform)
-    params = unstacked(abstract_params(cfg, to_dtype(config.model.param_dtype or config.model.dtype), mesh))
+    spec = sampling_spec(ForwardSpec(cfg, to_dtype(config.model.dtype), DEFAULT_RULES, mesh, platform=platform))
+    params = unstacked(sampling_abstract(cfg, config, spec, mesh))
     batch, group = batch_and_group(config.sampling.batch_size, sampler.batch_multiple(spec))
     max_new = config.sampling.max_new_tokens or DEFAULT_MAX_NEW_TOKENS
     prompt = bucket(config.plan.prompt_length)
@@ -186,13 +222,15 @@ def sampler_programs(config, cfg: ModelConfig, mesh, platform: str) -> list[Prog
     cache_len = slots
     prefill_flops = forward_flops(cfg, group * prompt, _causal_pairs(group, prompt), group)
     decode_flops = forward_flops(cfg, batch, batch * cache_len, batch)
-    # A decode step reads every weight (gathered over fsdp, split only over tensor) and the
-    # chip's share of the KV cache.
-    weights = _nbytes(params) / mesh.shape["tensor"]
-    cache = _nbytes(state.cache) / mesh.size
+    # The roofline's floor: each chip reads its 1/chips share of every weight (held in the
+    # compute dtype) and of the KV cache, once per step.
+    ideal = (_nbytes(params) + _nbytes(state.cache)) / mesh.size
     return [
         Program("prefill", f"{group} prompts x {prompt} tokens into a batch of {batch}", prefill_flops, lower_prefill),
-        Program("decode", f"batch {batch}, cache {cache_len} slots, one token", decode_flops, lower_decode, weights + cache),
+        Program(
+            "decode", f"batch {batch}, cache {cache_len} slots, one token", decode_flops, lower_decode,
+            ideal_bytes=ideal, reads=(params, state.cache),
+        ),
     ]
 
 
@@ -201,8 +239,8 @@ def score_program(config, cfg: ModelConfig, mesh, platform: str) -> Program:
     from s3ft_jax.sampling.sampler import batch_multiple
     from s3ft_jax.sampling.scheduler import bucket
 
-    spec = ForwardSpec(cfg, to_dtype(config.model.dtype), DEFAULT_RULES, mesh, platform=platform)
-    params = abstract_params(cfg, to_dtype(config.model.param_dtype or config.model.dtype), mesh)
+    spec = sampling_spec(ForwardSpec(cfg, to_dtype(config.model.dtype), DEFAULT_RULES, mesh, platform=platform))
+    params = sampling_abstract(cfg, config, spec, mesh)
     length = bucket(config.plan.score_length or config.train.max_length)
     rows = scoring._rows_for(length, config.eval.batch_size, scoring.DEFAULT_BATCH_TOKENS, batch_multiple(spec))
     width, choices = 16, 4  # a short continuation; MMLU's four answer letters

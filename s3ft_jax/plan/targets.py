@@ -76,11 +76,9 @@ def known_slices() -> list[str]:
 def tpu_environment() -> None:
     """Quiet libtpu's search for TPU metadata, and let several plans load it at once (its
     lockfile guards real TPUs): we only compile, nothing runs here."""
-    settings = {
-        "TPU_SKIP_MDS_QUERY": "1", "TPU_ACCELERATOR_TYPE": "v5litepod-8", "TPU_WORKER_HOSTNAMES": "localhost",
-        "TPU_WORKER_ID": "0", "ALLOW_MULTIPLE_LIBTPU_LOAD": "1",
-    }  # fmt: skip
-    for key, value in settings.items():
+    from s3ft_jax.hostenv import NO_TPU_SETTINGS
+
+    for key, value in NO_TPU_SETTINGS.items():
         os.environ.setdefault(key, value)
 
 

@@ -1,7 +1,8 @@
 """`SamplerEngine`: one model's weights in sampling form, and generation over them.
 
 The cached forward pass reads the weights unstacked, one buffer per layer (`unstack_layers`),
-a copy of every weight. The engine makes that copy once, when it is built, so a caller that
+in the compute dtype and a tensor-parallel layout (sampling/weights.py): a copy of every
+weight. The engine makes that copy once, when it is built, so a caller that
 generates many times (the LLM judge, once per batch) pays it once. The copy is a snapshot:
 an engine built before the model's weights change keeps sampling the old ones, so build a new
 engine after training.
@@ -21,11 +22,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from s3ft_jax.models.llama import ForwardSpec, unstack_layers
 from s3ft_jax.sampling.options import SamplingOptions
 from s3ft_jax.sampling.params import SamplingParams
 from s3ft_jax.sampling.sampler import DecodeState, batch_multiple, compact, decode, empty_state, insert, prefill_prefix
 from s3ft_jax.sampling.scheduler import Scheduler, bucket, row_slots
+from s3ft_jax.sampling.weights import sampling_params
 from s3ft_jax.sharding import global_to_host, host_to_global
 
 Prompt = str | Sequence[int]
@@ -44,8 +45,8 @@ class SamplerEngine:
     jitted programs, which compile once per shape and are shared by every engine."""
 
     def __init__(self, model: nnx.Module):
-        self.spec: ForwardSpec = model.spec
-        self.params = unstack_layers(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+        # The weights in the compute dtype and the sampling layout (sampling/weights.py).
+        self.spec, self.params = sampling_params(model)
         self.multiple = batch_multiple(self.spec)  # batch sizes split evenly over these devices
         mesh = self.spec.mesh
         self._replicated = None if mesh is None else jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())

@@ -24,6 +24,7 @@ from flax import nnx
 from s3ft_jax.models.llama import ForwardSpec, hidden_states, logits_from_hidden, positions_from_mask
 from s3ft_jax.progress import progress_bar
 from s3ft_jax.sampling.params import greedy_token
+from s3ft_jax.sampling.weights import place, sampling_spec
 from s3ft_jax.sampling.sampler import TRACE_COUNTS, batch_multiple
 from s3ft_jax.sampling.scheduler import bucket
 from s3ft_jax.sharding import global_to_host, host_to_global
@@ -87,7 +88,7 @@ def score_tokens(
     row: the final slot's logits score every candidate last token. Identical requests are
     scored once.
     """
-    spec: ForwardSpec = model.spec
+    spec: ForwardSpec = sampling_spec(model.spec)  # compute-dtype weights, tensor-parallel (weights.py)
     max_length = int(max_length or spec.cfg.max_position_embeddings)
     # (input tokens, continuation length) -> {candidate last token: column}
     groups: dict[tuple[tuple[int, ...], int], dict[int, int]] = {}
@@ -105,7 +106,7 @@ def score_tokens(
     if not where:
         return []
 
-    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    params = place(nnx.to_pure_dict(nnx.state(model, nnx.Param)), spec, unstack=False)
     multiple = batch_multiple(spec)
     keys = sorted(groups, key=lambda k: -len(k[0]))  # longest first (a stable sort)
     results: dict[tuple[tuple[int, ...], int], tuple[np.ndarray, np.ndarray]] = {}

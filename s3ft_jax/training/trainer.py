@@ -127,6 +127,15 @@ def load_base(settings: TrainSettings, mesh, *, trainable_all: bool):
 
     from s3ft_jax.models import from_pretrained
 
+    from s3ft_jax.models.params import held_dtype
+
     param_dtype = "float32" if trainable_all else (settings.param_dtype or "float32")
     model = from_pretrained(settings.model_name, dtype=settings.dtype, param_dtype=param_dtype, mesh=mesh)
-    return nnx.to_pure_dict(nnx.state(model, nnx.Param)), model.cfg, model.spec
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    if not trainable_all:  # LoRA's frozen base is only read: held in the compute dtype (same results)
+        params = _map_leaves(lambda path, x: x.astype(held_dtype(path, x.dtype, settings.dtype)), params)
+    return params, model.cfg, model.spec
+
+
+def _map_leaves(fn, tree: dict, prefix: str = "") -> dict:
+    return {k: _map_leaves(fn, v, f"{prefix}{k}.") if isinstance(v, dict) else fn(f"{prefix}{k}", v) for k, v in tree.items()}
