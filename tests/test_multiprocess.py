@@ -263,7 +263,7 @@ def test_launcher_command_line_prefixes_each_process_output(tmp_path):
                         env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
     assert ok.returncode == 0, ok.stderr[-3000:]
     for p in ("[p0] ", "[p1] "):
-        assert f"{p}seed: 7" in ok.stdout.splitlines()
+        assert f"{p}        'seed': 7," in ok.stdout.splitlines()  # s3ft config prints a Python config file
     bad = subprocess.run([sys.executable, "-m", "s3ft_jax.launch", "-n", "2", "--", "config", "--config.seed=x"],
                          env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
     # Both fail on the bad value (2); one may first see the other's failure and stop (3).
