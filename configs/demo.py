@@ -6,15 +6,13 @@
 arith (s3ft_jax/tasks/arith.py) is within the small model's reach: it solves about a third of
 these problems (33 of the first 100 training problems; 13 of the demo's 24), and its wordy
 answers differ from the terse gold solutions, so S3FT's D' mixes the model's own answers,
-paraphrases and golds (13/5/6; SDFT's: 0/14/10). On GSM8K it solves none of the 24 training
+paraphrases and golds (13/7/4; SDFT's: 0/20/4). On GSM8K it solves none of the 24 training
 questions, so S3FT keeps no own answer there.
 
 Small on purpose: 24 training examples, LoRA for a few steps, 16 test questions and 8
-questions per generalization benchmark. arith: 34 minutes for the run on 2 AMD EPYC cores
-shared with other jobs, where a GSM8K demo took 30 minutes to reach the in-domain evaluation
-arith reached in 16 (GSM8K: about 23 minutes on 2 idle Xeon cores from a fresh clone, setup
-included). The numbers it prints show the pipeline works end to end; they are far too small
-to rank the methods.
+questions per generalization benchmark: 11.4 minutes from a fresh clone on 2 AMD EPYC cores,
+setup included (10.3 for the run). The numbers it prints show the pipeline works end to end;
+they are far too small to rank the methods.
 configs/paper.py has the paper's settings.
 """
 
