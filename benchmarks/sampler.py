@@ -18,8 +18,8 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
+
+from worker import Worker  # benchmarks/worker.py (this script's folder is on sys.path)
 
 COMMON = r"""
 import json, os, resource, sys, time
@@ -74,42 +74,13 @@ serve(one_pass, threads=torch.get_num_threads())
 """
 
 
-class Side:
-    """One framework in its own process, running a pass over all prompts when told."""
-
-    def __init__(self, name: str, code: str, args: dict):
-        self.name = name
-        self.proc = subprocess.Popen([sys.executable, "-c", code, json.dumps(args)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
-        self._read()  # loaded and ready
-
-    def _read(self) -> dict:
-        for line in self.proc.stdout:
-            if line.startswith("{"):
-                return json.loads(line)
-        self.proc.wait()
-        sys.exit(f"benchmark process ({self.name}) failed with status {self.proc.returncode}")
-
-    def run(self) -> dict:
-        self.proc.stdin.write("run\n")
-        self.proc.stdin.flush()
-        return self._read()
-
-    def finish(self) -> dict:
-        self.proc.stdin.write("quit\n")
-        self.proc.stdin.flush()
-        out = self._read()
-        self.proc.wait()
-        return out
-
-
 def measure(args: dict) -> dict:
     """Both sides warmed up, then timed in alternating passes: name -> medians and final state."""
-    sides = [Side("ours", OURS, args), Side("hf", HF, args)]
+    sides = [Worker("ours", OURS, args), Worker("hf", HF, args)]
     passes = {s.name: [] for s in sides}
     for _ in range(args["warmup"] + args["rounds"]):
         for s in sides:
-            passes[s.name].append(s.run())
+            passes[s.name].append(s.send("run"))
     out = {}
     for s in sides:
         timed = passes[s.name][args["warmup"] :]

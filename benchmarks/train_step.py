@@ -33,9 +33,10 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
+
+from worker import Worker  # benchmarks/worker.py (this script's folder is on sys.path)
 
 COMMON = r"""
 import json, os, statistics, sys, time
@@ -174,46 +175,21 @@ def allocator_environ(environ, malloc: str) -> dict:
     return hostenv.tuned_environ(env) if malloc == "hugetlb" else env
 
 
-class Worker:
-    """One framework in its own process, stepping when told."""
-
-    def __init__(self, code: str, args: dict):
-        env = allocator_environ(os.environ, args["malloc"])  # the same for both frameworks
-        env.pop("XLA_FLAGS", None)
-        self.name = "ours" if code is OURS else "torch"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", code, json.dumps(args)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
-        )
-        self._read()  # loaded and ready
-
-    def _read(self) -> dict:
-        for line in self.proc.stdout:
-            if line.startswith("{"):
-                return json.loads(line)
-        self.proc.wait()
-        sys.exit(f"benchmark process ({self.name}) failed with status {self.proc.returncode}")
-
-    def step(self) -> dict:
-        self.proc.stdin.write("step\n")
-        self.proc.stdin.flush()
-        return self._read()
-
-    def finish(self) -> dict:
-        self.proc.stdin.write("quit\n")
-        self.proc.stdin.flush()
-        out = self._read()
-        self.proc.wait()
-        return out
+def start(code: str, name: str, args: dict) -> Worker:
+    """One framework's process, with the same allocator settings for both frameworks."""
+    env = allocator_environ(os.environ, args["malloc"])
+    env.pop("XLA_FLAGS", None)
+    return Worker(name, code, args, env=env)
 
 
 def run_mode(args: dict, only: str | None) -> dict:
     """Both frameworks alive at once, stepping alternately: warm-up steps, then timed ones."""
-    workers = [Worker(code, args) for code, name in ((OURS, "ours"), (TORCH, "torch")) if only in (None, name)]
+    workers = [start(code, name, args) for code, name in ((OURS, "ours"), (TORCH, "torch")) if only in (None, name)]
     times = {w.name: [] for w in workers}
     losses = {w.name: [] for w in workers}
     for _ in range(args["warmup"] + args["steps"]):
         for w in workers:
-            r = w.step()
+            r = w.send("step")
             times[w.name].append(r["seconds"])
             losses[w.name].append(r["loss"])
     out = {}
