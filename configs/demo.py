@@ -17,6 +17,7 @@ configs/paper.py has the paper's settings.
 """
 
 from s3ft_jax.config import base_config
+from s3ft_jax.tasks.arith import SMALL_MODEL_REACH
 
 PRESETS = ("arith", "gsm8k")  # tests/test_cli.py builds each
 
@@ -28,11 +29,7 @@ def get_config(variant="arith"):
     config.workdir = "runs/demo" if variant == "arith" else f"runs/demo-{variant}"
     config.task.name = variant
     if variant == "arith":
-        # One step, + or -, operands up to 10: the difficulty the embedded model half-masters.
-        config.task.arith.min_ops = 1
-        config.task.arith.max_ops = 1
-        config.task.arith.max_operand = 10
-        config.task.arith.operators = "+-"
+        config.task.arith.update(SMALL_MODEL_REACH)  # the difficulty the embedded model half-masters
     config.task.limit = 24
     config.task.split = "test"  # the `answer` command's example
     config.sampling.max_new_tokens = 192

@@ -25,6 +25,7 @@ TruthfulQA's 6-shot primer is left out (it would triple the scoring cost; add it
 """
 
 from s3ft_jax.config import base_config
+from s3ft_jax.tasks.arith import SMALL_MODEL_REACH
 
 PRESETS = ("arith", "gsm8k")  # tests/test_cli.py builds each
 
@@ -56,11 +57,7 @@ def get_config(variant="arith"):
     config.eval.batch_size = 16
     config.eval.drift = True
     if variant == "arith":
-        # The demo's difficulty: one step, + or -, operands up to 10.
-        config.task.arith.min_ops = 1
-        config.task.arith.max_ops = 1
-        config.task.arith.max_operand = 10
-        config.task.arith.operators = "+-"
+        config.task.arith.update(SMALL_MODEL_REACH)  # the demo's difficulty
         config.task.limit = 192
         config.sampling.max_new_tokens = 192
         config.run.seeds = (0, 1, 2)

@@ -29,6 +29,9 @@ from s3ft_jax.tasks.gsm8k import PREDICTION_PROMPT
 from s3ft_jax.tasks.settings import ArithTaskSettings
 
 SPLITS = ("train", "test")
+# The difficulty the embedded SmolLM2-135M half-masters (33 of the first 100 training problems):
+# one step, + or -, operands up to 10. configs/demo.py and configs/study_cpu.py use it.
+SMALL_MODEL_REACH = {"min_ops": 1, "max_ops": 1, "max_operand": 10, "operators": "+-"}
 TEST_SHARE = 4  # one calculation in four goes to the test split
 MAX_MISSES = 5000  # draws in a row that make no new problem before the space counts as used up
 
