@@ -69,8 +69,9 @@ def test_llm_verdict_is_the_sign_of_the_yes_no_log_probability_margin(monkeypatc
     plan = [(-3.0, -1.0), (-0.5, -2.5), (-1.0, -1.0 + math.log(2.0))]
     seen = {}
 
-    def fake_score(model, pairs, *, batch_size, pad_id):
+    def fake_score(model, pairs, *, batch_size, pad_id, weights):
         seen["pairs"], seen["batch_size"] = pairs, batch_size
+        seen["weights"].append(weights)
         contexts = []
         for ctx, _ in pairs:
             if not contexts or contexts[-1] != tuple(ctx):
@@ -82,6 +83,9 @@ def test_llm_verdict_is_the_sign_of_the_yes_no_log_probability_margin(monkeypatc
         return out
 
     monkeypatch.setattr("s3ft_jax.sampling.scoring.score_tokens", fake_score)
+    made = []  # the weights' scoring form is made once per judge, then reused for every batch
+    monkeypatch.setattr("s3ft_jax.sampling.weights.sampling_params", lambda model, unstack: made.append(unstack) or ("spec", "params"))
+    seen["weights"] = []
     judge = Judge(nq_task(), JudgeSettings(mode="llm"), model=object(), tokenizer=tok, llm_batch_size=3)
     llm = judge(EXAMPLES, RESPONSES)
     assert [v.correct for v in llm] == [False, True, False]
@@ -89,6 +93,8 @@ def test_llm_verdict_is_the_sign_of_the_yes_no_log_probability_margin(monkeypatc
     assert [round(v.margin, 6) for v in llm] == [-2.0, 2.0, round(-math.log(2.0), 6)]
     assert [v.how for v in llm] == ["llm"] * 3 and "llm=no margin=-2.000" in llm[0].detail
     assert seen["batch_size"] == 3 and len(seen["pairs"]) == 3 * 10  # every spelling, every example
+    judge(EXAMPLES, RESPONSES)
+    assert made == [False] and seen["weights"] == [("spec", "params")] * 2
     both = Judge(nq_task(), JudgeSettings(mode="llm_or_heuristic"), model=object(), tokenizer=tok)(EXAMPLES, RESPONSES)
     assert [v.correct for v in both] == [True, True, False]  # the heuristic accepts example a
     assert [v.how for v in both] == ["heuristic", "llm", "llm"]

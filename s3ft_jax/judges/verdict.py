@@ -52,6 +52,7 @@ class Judge:
         self.model, self.tokenizer = model, tokenizer
         self.llm_batch_size = llm_batch_size
         self._answer_tokens: tuple[list[int], list[int]] | None = None  # the LLM judge's yes/no token ids
+        self._weights = None  # the LLM judge model's scoring weights, made on its first question
         if task.judge == "code":
             from s3ft_jax.judges.code import check_sandbox
 
@@ -156,7 +157,11 @@ class Judge:
         if self.model is None or self.tokenizer is None:
             raise ConfigError("the llm judge needs a model (judge.mode=heuristic judges without one)")
         if self._answer_tokens is None:
+            from s3ft_jax.sampling.weights import sampling_params
+
             self._answer_tokens = answer_tokens(self.tokenizer)
+            # the weights' scoring form, cast and placed once for every batch judged
+            self._weights = sampling_params(self.model, unstack=False)
         yes, no = self._answer_tokens
         prompts = encode_prompts(self.tokenizer, [
             render_chat(self.tokenizer, [{"role": "user", "content": self.task.render(
@@ -165,7 +170,7 @@ class Judge:
         ])
         pairs = [(ids, [t]) for ids in prompts for t in (*yes, *no)]
         scores = score_tokens(self.model, pairs, batch_size=self.llm_batch_size,
-                              pad_id=getattr(self.tokenizer, "pad_token_id", None) or 0)
+                              pad_id=getattr(self.tokenizer, "pad_token_id", None) or 0, weights=self._weights)
         per = len(yes) + len(no)
         out = []
         for n in range(len(prompts)):

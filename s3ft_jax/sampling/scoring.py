@@ -78,17 +78,21 @@ def score_tokens(
     batch_tokens: int = DEFAULT_BATCH_TOKENS,
     pad_id: int = 0,
     progress: str | None = None,
+    weights: tuple[ForwardSpec, dict] | None = None,
 ) -> list[tuple[float, bool]]:
     """(log p(continuation | context), is_greedy) for (context ids, continuation ids) pairs.
 
-    `progress` names a progress bar over the scored sequences (none when None).
+    `progress` names a progress bar over the scored sequences (none when None). `weights`:
+    `weights.sampling_params(model, unstack=False)` made once by a caller that scores many
+    times (the LLM judge), so each call does not cast and reshard the whole model again.
 
     Requests whose model input is the same (same tokens but the very last one, same
     continuation length: the choices " A" / " B" / " C" / " D" after one MMLU prompt) share one
     row: the final slot's logits score every candidate last token. Identical requests are
     scored once.
     """
-    spec: ForwardSpec = sampling_spec(model.spec)  # compute-dtype weights, tensor-parallel (weights.py)
+    # compute-dtype weights, tensor-parallel (weights.py)
+    spec: ForwardSpec = sampling_spec(model.spec) if weights is None else weights[0]
     max_length = int(max_length or spec.cfg.max_position_embeddings)
     # (input tokens, continuation length) -> {candidate last token: column}
     groups: dict[tuple[tuple[int, ...], int], dict[int, int]] = {}
@@ -106,7 +110,7 @@ def score_tokens(
     if not where:
         return []
 
-    params = place(nnx.to_pure_dict(nnx.state(model, nnx.Param)), spec, unstack=False)
+    params = place(nnx.to_pure_dict(nnx.state(model, nnx.Param)), spec, unstack=False) if weights is None else weights[1]
     multiple = batch_multiple(spec)
     keys = sorted(groups, key=lambda k: -len(k[0]))  # longest first (a stable sort)
     results: dict[tuple[tuple[int, ...], int], tuple[np.ndarray, np.ndarray]] = {}
