@@ -81,3 +81,25 @@ def train_run(model_dir: Path, workdir: Path, dataset: Path, **overrides) -> tup
         node[leaf] = value
     c = validate(c)
     return train_settings(c), lora_settings(c), Path(workdir)
+
+
+def check_export_matches(run: tuple, model_dir: Path, out: Path, mesh, *, note: str = "") -> np.ndarray:
+    """The trained model (`run`, restored from its workdir) differs from the base model at
+    `model_dir`, and the HF export at `out` gives its logits under `transformers`. Returns our
+    logits on the probe ids."""
+    import jax.numpy as jnp
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from s3ft_jax.models.loading import from_pretrained
+    from s3ft_jax.training.export import load_trained
+    from tests.tiny_models import torch_logits
+
+    ours, _ = load_trained(*run, mesh=mesh)
+    ids = np.random.RandomState(0).randint(3, 300, (1, 80))
+    logits = np.asarray(ours(jnp.asarray(ids)))[0]
+    base = np.asarray(from_pretrained(model_dir)(jnp.asarray(ids)))[0]
+    assert np.abs(logits - base).max() > 1e-3, note  # training changed the model
+    hf = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    assert np.abs(torch_logits(hf, ids[0]) - logits).max() < 1e-4, note
+    return logits
