@@ -2,6 +2,7 @@
 
     s3ft run --config=configs/demo.py          # arith: generated one-step word problems (default)
     s3ft run --config=configs/demo.py:gsm8k    # GSM8K, the paper's task
+    s3ft run --config=configs/demo.py:base     # arith, prompted as a base model is (no chat turns)
 
 arith (s3ft_jax/tasks/arith.py) is within the small model's reach: it solves about a third of
 these problems (33 of the first 100 training problems; 13 of the demo's 24), and its wordy
@@ -14,12 +15,18 @@ questions per generalization benchmark: 11.4 minutes from a fresh clone on 2 AMD
 setup included (10.3 for the run). The numbers it prints show the pipeline works end to end;
 they are far too small to rank the methods.
 configs/paper.py has the paper's settings.
+
+base: the arith demo with `model.chat_template=plain` (models/chat_templates.py), the setting a
+base checkpoint needs because it ships no chat template: every prompt is the question, a blank
+line and "Answer:", and every training target "Answer: ..." + EOS. The embedded model is an
+instruct model, so this shows the path a base model takes, on weights that were tuned for
+chat; for a real base checkpoint, add --config.model.name=DIR (and its context and memory).
 """
 
 from s3ft_jax.config import base_config
 from s3ft_jax.tasks.arith import SMALL_MODEL_REACH
 
-PRESETS = ("arith", "gsm8k")  # tests/test_cli.py builds each
+PRESETS = ("arith", "gsm8k", "base")  # tests/test_cli.py builds each
 
 
 def get_config(variant="arith"):
@@ -27,8 +34,10 @@ def get_config(variant="arith"):
         raise ValueError(f"unknown demo variant {variant!r}; known: {', '.join(PRESETS)}")
     config = base_config()
     config.workdir = "runs/demo" if variant == "arith" else f"runs/demo-{variant}"
-    config.task.name = variant
-    if variant == "arith":
+    config.task.name = "gsm8k" if variant == "gsm8k" else "arith"
+    if variant == "base":
+        config.model.chat_template = "plain"
+    if config.task.name == "arith":
         config.task.arith.update(SMALL_MODEL_REACH)  # the difficulty the embedded model half-masters
     config.task.limit = 24
     config.task.split = "test"  # the `answer` command's example
