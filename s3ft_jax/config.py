@@ -144,6 +144,9 @@ def base_config() -> ml_collections.ConfigDict:
     # base's own test responses and on the benchmarks' texts (<method>/eval/drift.json).
     c.eval.drift = True
     c.eval.drift_logit_tokens = 2048  # positions per batch whose full log-softmax is kept (memory)
+    # Benchmark files: "data_dir" (the data directory) or "hf" (built from the hub, as `s3ft data
+    # fetch` does, into $S3FT_HOME/hub_data/ once; no data directory needed).
+    c.eval.benchmark_source = "data_dir"
 
     # `s3ft logprobs`: log p(target | prompt) of a built set's gold/paraphrase/own targets.
     c.logprobs = ml_collections.ConfigDict()

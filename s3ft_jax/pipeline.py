@@ -52,6 +52,12 @@ class Timings:
 def run_pipeline(settings: RunSettings, *, progress: bool = True) -> Path:
     from s3ft_jax.tasks import get_task
 
+    if settings.eval.benchmarks and settings.eval.benchmark_source == "hf":
+        # Fetched first, not at the first evaluation: an unreachable hub is said before the
+        # model is built and hours of training (on every process: every host reads the files).
+        from s3ft_jax.evaluation.benchmark_source import ensure_cached
+
+        ensure_cached(settings.eval.benchmarks)
     workdir = Path(settings.workdir)
     if distributed.is_writer():
         workdir.mkdir(parents=True, exist_ok=True)
@@ -130,12 +136,12 @@ def _drift(settings: RunSettings, task, workdir: Path, unit: "TrainingUnit", bas
     """Mean per-token KL(base || tuned) on (a) the base model's greedy responses to the test
     prompts (the base evaluation's predictions, generated here only if that is missing) and
     (b) each generalization benchmark's prompts with their gold continuations."""
+    from s3ft_jax.evaluation.benchmark_source import benchmark_data_dir
     from s3ft_jax.evaluation.benchmarks import load_task
     from s3ft_jax.evaluation.drift import kl_per_text, summarize
     from s3ft_jax.evaluation.loglikelihood import encode_pair
     from s3ft_jax.sampling.chat import render_chat
     from s3ft_jax.sampling.queue import read_done
-    from s3ft_jax.tasks.data import resolve_data_dir
 
     ev = settings.eval
     base_eval = Builder(settings.build, task, workdir / "base" / "eval", model=base, model_id=base_id,
@@ -145,9 +151,7 @@ def _drift(settings: RunSettings, task, workdir: Path, unit: "TrainingUnit", bas
     limit = ev.question_limit()
     method = unit.name
     eval_dir = unit.dir / "eval"
-    stage = Stage(eval_dir, "drift", {"base": base_id, "tuned": tuned_id, "responses": file_digest(responses),
-                                      "benchmarks": list(ev.benchmarks), "limit": limit, "mmlu_per_subject": ev.mmlu_per_subject or None,
-                                      "logit_tokens": ev.drift_logit_tokens})
+    stage = Stage(eval_dir, "drift", drift_inputs(settings, base_id, tuned_id, file_digest(responses)))
     if stage.open() == "done":
         return
     (base_model, tokenizer), (tuned_model, _) = base.get(), tuned.get()
@@ -163,7 +167,7 @@ def _drift(settings: RunSettings, task, workdir: Path, unit: "TrainingUnit", bas
     result = {"responses": summarize(kl_per_text(base_model, tuned_model, pairs, progress=bar, **kwargs)), "benchmarks": {}}
     pooled = []
     if ev.benchmarks:
-        data_dir = resolve_data_dir(settings.build.task.data_dir)
+        data_dir = benchmark_data_dir(ev.benchmark_source, settings.build.task.data_dir, ev.benchmarks)
         for name in ev.benchmarks:
             items = load_task(data_dir, name, limit=limit, mmlu_per_subject=ev.per_subject(name))
             texts = []
@@ -178,6 +182,26 @@ def _drift(settings: RunSettings, task, workdir: Path, unit: "TrainingUnit", bas
     atomic_write_text(stage.path("json"), json.dumps(result, indent=1) + "\n")
     stage.complete(responses=result["responses"]["kl"], benchmarks=result.get("benchmarks_all", {}).get("kl"))
     log.info("drift %s: KL(base || %s) per token %.4g on base responses", method, method, result["responses"]["kl"] or 0.0)
+
+
+def drift_inputs(settings: RunSettings, base_id: dict, tuned_id: dict, responses_digest: str) -> dict:
+    """The drift stage's fingerprint inputs."""
+    from s3ft_jax.evaluation.benchmark_source import stage_identity
+
+    ev = settings.eval
+    return {"base": base_id, "tuned": tuned_id, "responses": responses_digest, "benchmarks": list(ev.benchmarks),
+            "limit": ev.question_limit(), "mmlu_per_subject": ev.mmlu_per_subject or None, "logit_tokens": ev.drift_logit_tokens,
+            **stage_identity(ev.benchmark_source, ev.benchmarks)}
+
+
+def bench_inputs(settings: RunSettings, name: str, model_id: dict) -> dict:
+    """Benchmark `name`'s stage fingerprint inputs. The benchmark source adds a key only when
+    it is not the default, so the stages of runs made before it existed stay done."""
+    from s3ft_jax.evaluation.benchmark_source import stage_identity
+
+    ev = settings.eval
+    return {"model": model_id, "limit": ev.question_limit(), "mmlu_per_subject": ev.per_subject(name),
+            **stage_identity(ev.benchmark_source, [name])}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,8 +280,8 @@ def _evaluate(settings: RunSettings, task, method: str, eval_dir: Path, model: L
     """In-domain accuracy and the generalization benchmarks of one method. An LLM judge is the
     same model for every method (judge.model, else the base model), so that the methods'
     accuracies are comparable: a fine-tuned model judging its own answers would not be."""
+    from s3ft_jax.evaluation.benchmark_source import benchmark_data_dir
     from s3ft_jax.judges import text
-    from s3ft_jax.tasks.data import resolve_data_dir
 
     if distributed.is_writer():
         eval_dir.mkdir(parents=True, exist_ok=True)
@@ -278,10 +302,10 @@ def _evaluate(settings: RunSettings, task, method: str, eval_dir: Path, model: L
     if ev.benchmarks:
         from s3ft_jax.evaluation.scoring import run_generalization
 
-        data_dir = resolve_data_dir(settings.build.task.data_dir)
+        data_dir = benchmark_data_dir(ev.benchmark_source, settings.build.task.data_dir, ev.benchmarks)
         for name in ev.benchmarks:
             limit, per_subject = ev.question_limit(), ev.per_subject(name)
-            stage = Stage(eval_dir, f"bench_{name}", {"model": model_id, "limit": limit, "mmlu_per_subject": per_subject})
+            stage = Stage(eval_dir, f"bench_{name}", bench_inputs(settings, name, model_id))
             if stage.open() != "done":
                 m, tokenizer = model.get()
                 result = run_generalization(m, tokenizer, data_dir, [name], {name: limit}, mmlu_per_subject=per_subject,

@@ -6,7 +6,8 @@ in the first second, as one line.
   (the examples are read here; they are small): a row lacks a field the task reads, or repeats
   an id;
 - `run`'s test split shares rows with its training split (unless `task.allow_overlap`);
-- a benchmark in `eval.benchmarks` is unknown or one of its data files is missing (`run`);
+- a benchmark in `eval.benchmarks` is unknown or one of its data files is missing (`run`); with
+  eval.benchmark_source=hf, a file has no hub source or the hub cache cannot be written;
 - an input file the command reads is missing (`train`, `generate`, `logprobs`), or a row of
   `generate`'s prompt file has no id, repeats one or has no prompt;
 - a local model path does not hold a checkpoint;
@@ -136,6 +137,15 @@ def check_benchmarks(config) -> None:
     unknown = [b for b in config.eval.benchmarks if b not in TASKS]
     if unknown:
         raise ConfigError(f"unknown benchmark {unknown[0]!r} in eval.benchmarks: choose from {', '.join(TASKS)}")
+    from s3ft_jax.config import eval_settings
+
+    # Read through the settings: a config file saved by an older run has no such key (the default).
+    if eval_settings(config).benchmark_source == "hf":  # built from the hub into a cache on first use
+        from s3ft_jax.evaluation.benchmark_source import cache_dir, hub_sources
+
+        hub_sources(config.eval.benchmarks)  # a file with no hub source: said now
+        check_writable(cache_dir())
+        return
     missing = missing_files(resolve_data_dir(config.data.data_dir), config.eval.benchmarks)
     if missing:
         raise S3FTError(f"missing benchmark data file {missing[0]} (eval.benchmarks reads it)")

@@ -244,6 +244,18 @@ def test_dry_run_passes_writes_nothing_and_loads_no_model(tmp_path):
     assert not (tmp_path / "run").exists() and not (tmp_path / "w").exists()
 
 
+def test_dry_run_with_hub_benchmarks_needs_no_data_directory(tmp_path):
+    """eval.benchmark_source=hf: arith makes its own data and the benchmarks come from the hub
+    (fetched when the run starts), so no data directory is asked for; the default source is."""
+    env = {"S3FT_DATA_DIR": "", "S3FT_HOME": str(tmp_path / "home")}
+    args = ["run", "--config=" + os.path.join(REPO, "configs/demo.py"), f"--config.workdir={tmp_path / 'run'}", "--dry-run"]
+    status, out, err, _, loaded = _cli(tmp_path, *args, "--config.eval.benchmark_source=hf", env=env)
+    assert status == 0 and "checks passed" in out and not loaded, err
+    assert sorted(os.listdir(tmp_path)) == []  # no run directory, no hub cache
+    status, out, err, _, _ = _cli(tmp_path, *args, env=env)
+    assert status == 2 and err == "s3ft: error: no data directory: set S3FT_DATA_DIR or --config.data.data_dir", err
+
+
 def test_lora_targets_take_the_comma_form_and_refuse_unknown_names(capsys, tmp_path):
     from s3ft_jax.training.settings import LoraSettings
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from s3ft_jax.errors import ConfigError
+from s3ft_jax.evaluation.benchmark_source import DEFAULT_SOURCE, check_source
 from s3ft_jax.evaluation.benchmarks import TASKS as BENCHMARKS
 from s3ft_jax.evaluation.headline import PAPER_HEADLINE, parse_headline
 
@@ -23,6 +24,9 @@ class EvalSettings:
     batch_size: int = 16
     drift: bool = True  # KL(base || tuned) per token on held-out text
     drift_logit_tokens: int = 2048  # positions per batch whose full log-softmax is kept (memory)
+    # Where the benchmark files come from: "data_dir", or "hf" (built from the hub into a cache;
+    # evaluation/benchmark_source.py).
+    benchmark_source: str = DEFAULT_SOURCE
 
     def __post_init__(self):
         object.__setattr__(self, "benchmarks", tuple(self.benchmarks))
@@ -31,6 +35,7 @@ class EvalSettings:
             raise ConfigError("eval.limit, eval.benchmark_limit and eval.mmlu_per_subject must be >= 0, eval.batch_size > 0")
         if self.drift_logit_tokens <= 0:
             raise ConfigError(f"eval.drift_logit_tokens must be positive, got {self.drift_logit_tokens}")
+        check_source(self.benchmark_source)
         unknown = [b for b in self.benchmarks if b not in BENCHMARKS]
         if unknown:
             raise ConfigError(f"unknown benchmark {unknown[0]!r} in eval.benchmarks: choose from {', '.join(BENCHMARKS)}")
