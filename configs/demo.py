@@ -11,8 +11,8 @@ paraphrases and golds (13/7/4; SDFT's: 0/20/4). On GSM8K it solves none of the 2
 questions, so S3FT keeps no own answer there.
 
 Small on purpose: 24 training examples, LoRA for a few steps, 16 test questions and 8
-questions per generalization benchmark: 11.4 minutes from a fresh clone on 2 AMD EPYC cores,
-setup included (10.3 for the run). The numbers it prints show the pipeline works end to end;
+questions per generalization benchmark: 11.4-12.8 minutes from a fresh clone on 2 AMD EPYC
+cores, setup included (10.3-11.7 for the run). The numbers it prints show the pipeline works end to end;
 they are far too small to rank the methods.
 configs/paper.py has the paper's settings.
 
