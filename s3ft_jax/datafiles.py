@@ -2,7 +2,7 @@
 
 A configuration reads its task's files for task.train_split and task.test_split (tasks/*.py:
 `Task.files`) and, for `run`, the files of every benchmark in eval.benchmarks
-(evaluation/benchmarks.py: `TASK_FILES`). A relative file lives in the data directory
+(evaluation/benchmarks.py: `benchmark_files`). A relative file lives in the data directory
 (data.data_dir, else $S3FT_DATA_DIR); an absolute one where it says; an hf:/tfds: source is
 read from the hub or TFDS and needs no file; so is a benchmark's file with
 eval.benchmark_source=hf (built from the hub into $S3FT_HOME/hub_data/ on first use:
@@ -38,7 +38,7 @@ def needed(config) -> list[Need]:
     """Every file the configuration reads (task splits, then eval.benchmarks), once each."""
     from s3ft_jax.config import eval_settings, task_settings
     from s3ft_jax.errors import ConfigError
-    from s3ft_jax.evaluation.benchmarks import FILES, TASK_FILES, TASKS
+    from s3ft_jax.evaluation.benchmarks import TASKS, benchmark_files
     from s3ft_jax.tasks import get_task
 
     settings = task_settings(config)
@@ -53,8 +53,8 @@ def needed(config) -> list[Need]:
     for benchmark in config.eval.benchmarks:
         if benchmark not in TASKS:
             raise ConfigError(f"unknown benchmark {benchmark!r} in eval.benchmarks: choose from {', '.join(TASKS)}")
-        for key in TASK_FILES[benchmark]:
-            whys.setdefault(FILES[key], []).append(f"benchmark {benchmark}")
+        for file in benchmark_files(benchmark):
+            whys.setdefault(file, []).append(f"benchmark {benchmark}")
     hub = {}
     # Read through the settings: a config file saved by an older run has no such key (the default).
     if eval_settings(config).benchmark_source == "hf":  # benchmark files built from the hub, not the directory

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from s3ft_jax.errors import ConfigError, S3FTError
-from s3ft_jax.evaluation.benchmarks import FILES, TASK_FILES
+from s3ft_jax.evaluation.benchmarks import benchmark_files
 from s3ft_jax.io import atomic_write_text
 
 log = logging.getLogger("s3ft_jax")
@@ -40,17 +40,13 @@ def check_source(value: str) -> None:
         raise ConfigError(f"eval.benchmark_source must be one of {', '.join(map(repr, BENCHMARK_SOURCES))}, got {value!r}")
 
 
-def _files(benchmark: str) -> list[str]:
-    return [FILES[key] for key in TASK_FILES[benchmark]]
-
-
 def hub_sources(benchmarks: Sequence[str]) -> dict:
     """file -> the HubSource it is built from. A file with no hub source is one line, up front."""
     from s3ft_jax.tasks.sources import SOURCES
 
     out = {}
     for name in benchmarks:
-        for file in _files(name):
+        for file in benchmark_files(name):
             source = SOURCES.get(file)
             if source is None:
                 raise S3FTError(f"benchmark {name} reads {file}, which has no hub source: "
@@ -85,8 +81,8 @@ def ensure_cached(benchmarks: Sequence[str], root: Path | None = None) -> Path:
     root = Path(root) if root is not None else cache_dir()
     sources = hub_sources(benchmarks)
     # A benchmark's files are fetched together (piqa's questions and labels from one load).
-    todo = list(dict.fromkeys(file for name in benchmarks if not all(is_cached(root, f, sources[f]) for f in _files(name))
-                              for file in _files(name)))
+    todo = list(dict.fromkeys(file for name in benchmarks if not all(is_cached(root, f, sources[f]) for f in benchmark_files(name))
+                              for file in benchmark_files(name)))
     if not todo:
         return root
     # Beside the cache, not in it, and created only once every dataset has loaded: offline,

@@ -300,9 +300,14 @@ HARNESS_METRICS: dict[str, tuple[str, ...]] = {
 }
 
 
+def benchmark_files(task: str) -> list[str]:
+    """The files benchmark `task` reads, relative to the data directory."""
+    return [FILES[key] for key in TASK_FILES[task]]
+
+
 def missing_files(data_dir: str | Path, tasks: Sequence[str]) -> list[Path]:
     """The data files `tasks` would read that are not in `data_dir` (checked before a run)."""
-    paths = dict.fromkeys(Path(data_dir) / FILES[key] for task in tasks for key in TASK_FILES[task])
+    paths = dict.fromkeys(Path(data_dir) / file for task in tasks for file in benchmark_files(task))
     return [p for p in paths if not p.is_file()]
 
 
